@@ -1,0 +1,1 @@
+//! Chat adapters: slack, telegram, whatsapp, twilio-sms.

@@ -1,0 +1,1 @@
+//! Email adapter (inbound RFC 5322). Filled in by the email work.

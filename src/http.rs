@@ -1,0 +1,402 @@
+//! The internal HTTP API (axum): conversations, entry points, health and metrics.
+//! Transport only: every change goes through [`crate::update`].
+
+use std::net::SocketAddr;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, State};
+use axum::http::request::Parts;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use chrono::{DateTime, Utc};
+use intake_adapters::{Attachment, ChannelType, Direction, NormalizedMessage, Sender, UpdateAction};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Deserializer};
+use serde_json::json;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::store::{self, EntryPointError};
+use crate::update::{self, AttributeChanges, MessageOwners, Target, UpdateError, UpdateRequest};
+
+#[derive(Clone)]
+pub struct AppState {
+    pub pool: PgPool,
+    pub body_limit: usize,
+}
+
+pub fn router(state: AppState) -> Router {
+    let body_limit = state.body_limit;
+    crate::metrics::handle(); // install the recorder before anything counts
+    Router::new()
+        .route("/internal/conversations", post(create_conversation))
+        .route("/internal/conversations/{conversation_id}", get(get_conversation).patch(patch_conversation))
+        .route("/internal/entry-points", post(create_entry_point).get(list_entry_points))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route") })
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(tower_http::trace::TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+/// Serve until `shutdown` resolves.
+pub async fn serve(
+    addr: SocketAddr,
+    state: AppState,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let listener =
+        tokio::net::TcpListener::bind(addr).await.map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
+    serve_on(listener, state, shutdown).await
+}
+
+/// Serve on an already bound listener (tests bind port 0).
+pub async fn serve_on(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    tracing::info!(addr = %listener.local_addr()?, "HTTP API listening");
+    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await?;
+    Ok(())
+}
+
+// ---------- errors ----------
+
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self { status, code, message: message.into() }
+    }
+    fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "invalid_request", message)
+    }
+    fn not_found(what: &str) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", format!("{what} not found"))
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        if self.status.is_server_error() {
+            tracing::error!(code = self.code, message = %self.message, "request failed");
+        }
+        let mut response =
+            (self.status, Json(json!({ "error": { "code": self.code, "message": self.message } }))).into_response();
+        if self.status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(header::WWW_AUTHENTICATE, "Bearer".parse().expect("static header"));
+        }
+        response
+    }
+}
+
+impl From<sqlx::Error> for ApiError {
+    fn from(e: sqlx::Error) -> Self {
+        match e {
+            sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", format!("database unavailable: {e}"))
+            }
+            e => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()),
+        }
+    }
+}
+
+impl From<UpdateError> for ApiError {
+    fn from(e: UpdateError) -> Self {
+        match e {
+            UpdateError::ConversationNotFound => ApiError::not_found("conversation"),
+            UpdateError::MessageNotFound(_) => ApiError::new(StatusCode::NOT_FOUND, "message_not_found", e.to_string()),
+            UpdateError::KeyConflict { .. } => ApiError::new(StatusCode::CONFLICT, "conflict", e.to_string()),
+            UpdateError::Invalid(m) => ApiError::bad_request(m),
+            UpdateError::Database(e) => e.into(),
+        }
+    }
+}
+
+/// Read a JSON body, turning every failure into a 4xx that names the field.
+fn parse_body<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> Result<T, ApiError> {
+    let bytes = body.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", "request body is over the size limit")
+        } else {
+            ApiError::bad_request(rejection.body_text())
+        }
+    })?;
+    let mut de = serde_json::Deserializer::from_slice(&bytes);
+    let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        if inner.is_syntax() || inner.is_eof() {
+            ApiError::bad_request(format!("body: not valid JSON: {inner}"))
+        } else if path == "." || path.is_empty() {
+            ApiError::bad_request(format!("body: {inner}"))
+        } else {
+            ApiError::bad_request(format!("{path}: {inner}"))
+        }
+    })?;
+    de.end().map_err(|e| ApiError::bad_request(format!("body: {e}")))?;
+    Ok(value)
+}
+
+// ---------- auth ----------
+
+/// The project the bearer token belongs to.
+pub struct Project(pub String);
+
+impl FromRequestParts<AppState> for Project {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let unauthorized = |m: &str| ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", m);
+        let header = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .ok_or_else(|| unauthorized("missing Authorization: Bearer <token> header"))?;
+        let token = header
+            .to_str()
+            .ok()
+            .and_then(|h| h.strip_prefix("Bearer ").or_else(|| h.strip_prefix("bearer ")))
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| unauthorized("Authorization header must be `Bearer <token>`"))?;
+        let project =
+            store::project_for_token(&state.pool, token).await?.ok_or_else(|| unauthorized("unknown token"))?;
+        tracing::Span::current().record("project", project.as_str());
+        Ok(Project(project))
+    }
+}
+
+// ---------- request shapes ----------
+
+/// `Some(None)` for an explicit null, `None` when the field is absent.
+fn double_option<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<Option<T>>, D::Error> {
+    Option::<T>::deserialize(d).map(Some)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct PatchConversationBody {
+    message: Option<MessageInput>,
+    #[serde(default, deserialize_with = "double_option")]
+    subject: Option<Option<String>>,
+    metadata: Option<MetadataInput>,
+    #[serde(default, deserialize_with = "double_option")]
+    user_id: Option<Option<String>>,
+    #[serde(default, deserialize_with = "double_option")]
+    team_id: Option<Option<String>>,
+    #[serde(default, deserialize_with = "double_option")]
+    closed_at: Option<Option<DateTime<Utc>>>,
+    record_metadata: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct MetadataInput {
+    tags: Option<Vec<String>>,
+    #[serde(default, deserialize_with = "double_option")]
+    assigned_to_user_id: Option<Option<String>>,
+    #[serde(default, deserialize_with = "double_option")]
+    assigned_to_display_name: Option<Option<String>>,
+    #[serde(default, deserialize_with = "double_option")]
+    first_response_due_at: Option<Option<DateTime<Utc>>>,
+    #[serde(default, deserialize_with = "double_option")]
+    next_response_due_at: Option<Option<DateTime<Utc>>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct SenderInput {
+    id: Option<String>,
+    display_name: Option<String>,
+    primary_email: Option<String>,
+    profile_image_url: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct MessageInput {
+    /// The idempotency key.
+    id: String,
+    direction: Direction,
+    sender: Option<SenderInput>,
+    user_id: Option<String>,
+    team_id: Option<String>,
+    subject: Option<String>,
+    body: String,
+    #[serde(default)]
+    attachments: Vec<Attachment>,
+    created_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    is_auto_reply: bool,
+    #[serde(default)]
+    metadata: serde_json::Map<String, serde_json::Value>,
+}
+
+impl PatchConversationBody {
+    fn into_request(self, project_id: String, conversation_id: Uuid) -> UpdateRequest {
+        let metadata = self.metadata;
+        let attributes = AttributeChanges {
+            subject: self.subject,
+            tags: metadata.as_ref().and_then(|m| m.tags.clone()),
+            assigned_to_user_id: metadata.as_ref().and_then(|m| m.assigned_to_user_id.clone()),
+            assigned_to_display_name: metadata.as_ref().and_then(|m| m.assigned_to_display_name.clone()),
+            first_response_due_at: metadata.as_ref().and_then(|m| m.first_response_due_at),
+            next_response_due_at: metadata.as_ref().and_then(|m| m.next_response_due_at),
+            user_id: self.user_id,
+            team_id: self.team_id,
+            closed_at: self.closed_at,
+            record_metadata: self.record_metadata,
+        };
+        let mut owners = MessageOwners::default();
+        let action = self.message.map(|m| {
+            owners = MessageOwners { user_id: m.user_id, team_id: m.team_id };
+            let sender = m.sender.map_or_else(Sender::default, |s| Sender {
+                id: s.id,
+                display_name: s.display_name,
+                primary_email: s.primary_email,
+                profile_image_url: s.profile_image_url,
+            });
+            UpdateAction::Append(NormalizedMessage {
+                idempotency_key: m.id,
+                direction: m.direction,
+                sender,
+                subject: m.subject,
+                body: m.body,
+                attachments: m.attachments,
+                occurred_at: m.created_at.unwrap_or_else(Utc::now),
+                is_auto_reply: m.is_auto_reply,
+                metadata: m.metadata,
+            })
+        });
+        UpdateRequest { project_id, target: Target::Conversation(conversation_id), action, owners, attributes }
+    }
+}
+
+fn parse_conversation_id(raw: &str) -> Result<Uuid, ApiError> {
+    Uuid::parse_str(raw).map_err(|_| ApiError::bad_request(format!("conversationId: `{raw}` is not a UUID")))
+}
+
+// ---------- handlers ----------
+
+async fn bundle(pool: &PgPool, project: &str, id: Uuid) -> Result<Response, ApiError> {
+    let bundle =
+        store::load_conversation(pool, project, id).await?.ok_or_else(|| ApiError::not_found("conversation"))?;
+    Ok(Json(bundle).into_response())
+}
+
+#[tracing::instrument(skip_all, fields(project, conversation_id = %raw_id))]
+async fn get_conversation(
+    State(state): State<AppState>,
+    Project(project): Project,
+    Path(raw_id): Path<String>,
+) -> Result<Response, ApiError> {
+    let id = parse_conversation_id(&raw_id)?;
+    bundle(&state.pool, &project, id).await
+}
+
+#[tracing::instrument(skip_all, fields(project, conversation_id = %raw_id, message_id))]
+async fn patch_conversation(
+    State(state): State<AppState>,
+    Project(project): Project,
+    Path(raw_id): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let id = parse_conversation_id(&raw_id)?;
+    let body: PatchConversationBody = parse_body(body)?;
+    let request = body.into_request(project.clone(), id);
+    if let Some(key) = request.action.as_ref().map(|a| match a {
+        UpdateAction::Append(m) => m.idempotency_key.as_str(),
+        _ => "",
+    }) {
+        tracing::Span::current().record("message_id", key);
+    }
+    let outcome = update::apply(&state.pool, &request).await?;
+    crate::metrics::record_api_update(outcome.effect);
+    bundle(&state.pool, &project, outcome.conversation_id).await
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct CreateConversationBody {
+    entry_point_id: Option<Uuid>,
+    subject: Option<String>,
+}
+
+async fn create_conversation(
+    State(state): State<AppState>,
+    Project(project): Project,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let body: CreateConversationBody = parse_body(body)?;
+    let id = store::create_conversation(&state.pool, &project, body.entry_point_id, body.subject.as_deref())
+        .await?
+        .ok_or_else(|| ApiError::bad_request("entryPointId: no such entry point in this project"))?;
+    let mut response = bundle(&state.pool, &project, id).await?;
+    *response.status_mut() = StatusCode::CREATED;
+    Ok(response)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct CreateEntryPointBody {
+    channel_type: String,
+    adapter_key: String,
+    external_channel_id: String,
+    #[serde(default)]
+    metadata: serde_json::Map<String, serde_json::Value>,
+}
+
+async fn create_entry_point(
+    State(state): State<AppState>,
+    Project(project): Project,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let body: CreateEntryPointBody = parse_body(body)?;
+    let channel_type: ChannelType =
+        body.channel_type.parse().map_err(|e: String| ApiError::bad_request(format!("channelType: {e}")))?;
+    if body.adapter_key.trim().is_empty() || body.adapter_key.contains('.') {
+        return Err(ApiError::bad_request("adapterKey: must be a non-empty word without dots"));
+    }
+    if body.external_channel_id.trim().is_empty() {
+        return Err(ApiError::bad_request("externalChannelId: must not be empty"));
+    }
+    match store::create_entry_point(
+        &state.pool,
+        &project,
+        channel_type,
+        body.adapter_key.trim(),
+        &body.external_channel_id,
+        serde_json::Value::Object(body.metadata),
+    )
+    .await
+    {
+        Ok(ep) => Ok((StatusCode::CREATED, Json(ep)).into_response()),
+        Err(e @ EntryPointError::Exists { .. }) => Err(ApiError::new(StatusCode::CONFLICT, "conflict", e.to_string())),
+        Err(EntryPointError::Database(e)) => Err(e.into()),
+    }
+}
+
+async fn list_entry_points(State(state): State<AppState>, Project(project): Project) -> Result<Response, ApiError> {
+    let entry_points = store::list_entry_points(&state.pool, &project).await?;
+    Ok(Json(json!({ "entryPoints": entry_points })).into_response())
+}
+
+async fn readyz(State(state): State<AppState>) -> Result<&'static str, ApiError> {
+    sqlx::query("SELECT 1").execute(&state.pool).await?;
+    Ok("ready")
+}
+
+async fn metrics() -> Response {
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], crate::metrics::handle().render()).into_response()
+}

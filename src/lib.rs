@@ -1,0 +1,10 @@
+//! intake: multi-channel message ingestion. See the README for the architecture.
+
+pub mod cli;
+pub mod config;
+pub mod http;
+pub mod metrics;
+pub mod store;
+pub mod update;
+
+pub use intake_adapters as adapters;

@@ -1,0 +1,632 @@
+//! The one update logic. Both the HTTP API and the queue worker call [`apply`] /
+//! [`apply_batch`]; nothing else writes conversations or messages.
+//!
+//! Rules (see `../shared/spec/update-conversation.md` and the README):
+//! - every timestamp moves forward only (`GREATEST`), so late or replayed messages never move
+//!   one back;
+//! - a message's idempotency key is unique per project: applying it again changes nothing;
+//! - `firstResponseAt` is the first non-automatic outbound message at or after the first
+//!   non-automatic inbound one, computed from the stored messages, so any arrival order of the
+//!   same messages gives the same value;
+//! - preview and customer profile follow the newest message (ties broken by key);
+//! - an inbound message newer than `closedAt` reopens the conversation unless it is automatic.
+//!
+//! Concurrency: every change takes the conversation row lock (`SELECT … FOR UPDATE`) before it
+//! reads or writes anything derived, so concurrent workers serialise per conversation.
+
+use chrono::{DateTime, Utc};
+use intake_adapters::{preview_of, Direction, NormalizedMessage, ThreadRef, UpdateAction};
+use sqlx::{PgConnection, PgPool, Postgres, QueryBuilder};
+use uuid::Uuid;
+
+/// Longest preview kept on a conversation, in characters.
+pub const PREVIEW_CHARS: usize = 200;
+/// How often a batch is retried after a deadlock or serialization failure.
+const DEADLOCK_RETRIES: usize = 3;
+
+/// Which conversation an update is for.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Target {
+    /// A known conversation (HTTP API).
+    Conversation(Uuid),
+    /// Found or created through an entry point (queue worker).
+    Channel { entry_point_id: Uuid, thread: ThreadRef },
+}
+
+/// Attribute changes. `None` = leave alone; `Some(None)` = clear.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct AttributeChanges {
+    pub subject: Option<Option<String>>,
+    pub tags: Option<Vec<String>>,
+    pub assigned_to_user_id: Option<Option<String>>,
+    pub assigned_to_display_name: Option<Option<String>>,
+    pub first_response_due_at: Option<Option<DateTime<Utc>>>,
+    pub next_response_due_at: Option<Option<DateTime<Utc>>>,
+    pub user_id: Option<Option<String>>,
+    pub team_id: Option<Option<String>>,
+    pub closed_at: Option<Option<DateTime<Utc>>>,
+    pub record_metadata: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+impl AttributeChanges {
+    pub fn is_empty(&self) -> bool {
+        *self == AttributeChanges::default()
+    }
+}
+
+/// Ids the caller can set on an appended message beyond what the channel knows.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct MessageOwners {
+    pub user_id: Option<String>,
+    pub team_id: Option<String>,
+}
+
+/// One normalized update for the update logic.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UpdateRequest {
+    pub project_id: String,
+    pub target: Target,
+    pub action: Option<UpdateAction>,
+    pub owners: MessageOwners,
+    pub attributes: AttributeChanges,
+}
+
+/// What applying an update did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Effect {
+    Appended,
+    /// The idempotency key was seen before: nothing changed.
+    Duplicate,
+    MessageChanged,
+    AttributesChanged,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UpdateOutcome {
+    pub conversation_id: Uuid,
+    pub message_id: Option<Uuid>,
+    pub effect: Effect,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum UpdateError {
+    #[error("conversation not found")]
+    ConversationNotFound,
+    #[error("no message with idempotency key `{0}` in this project")]
+    MessageNotFound(String),
+    #[error("idempotency key `{key}` is already used by a message of another conversation")]
+    KeyConflict { key: String },
+    #[error("invalid update: {0}")]
+    Invalid(String),
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+}
+
+impl UpdateError {
+    /// Deadlocks and serialization failures go away when the transaction is tried again.
+    fn is_retryable_conflict(&self) -> bool {
+        matches!(self, UpdateError::Database(sqlx::Error::Database(e))
+            if matches!(e.code().as_deref(), Some("40P01") | Some("40001")))
+    }
+}
+
+/// Apply one update in its own transaction.
+pub async fn apply(pool: &PgPool, request: &UpdateRequest) -> Result<UpdateOutcome, UpdateError> {
+    let mut outcomes = apply_batch(pool, std::slice::from_ref(request)).await?;
+    Ok(outcomes.pop().expect("one outcome per request"))
+}
+
+/// Apply several updates in one transaction: all or nothing. Updates are applied in an order
+/// sorted by conversation so that concurrent batches take row locks in the same order; the
+/// outcomes come back in the caller's order. A deadlock is retried a few times.
+pub async fn apply_batch(pool: &PgPool, requests: &[UpdateRequest]) -> Result<Vec<UpdateOutcome>, UpdateError> {
+    let mut order: Vec<usize> = (0..requests.len()).collect();
+    order.sort_by_cached_key(|&i| lock_key(&requests[i]));
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match apply_batch_once(pool, requests, &order).await {
+            Err(e) if e.is_retryable_conflict() && attempt <= DEADLOCK_RETRIES => {
+                tracing::debug!(attempt, "batch hit a lock conflict, retrying");
+                continue;
+            }
+            other => return other,
+        }
+    }
+}
+
+async fn apply_batch_once(
+    pool: &PgPool,
+    requests: &[UpdateRequest],
+    order: &[usize],
+) -> Result<Vec<UpdateOutcome>, UpdateError> {
+    let mut tx = pool.begin().await?;
+    let mut outcomes = vec![None; requests.len()];
+    for &i in order {
+        outcomes[i] = Some(apply_in(&mut tx, &requests[i]).await?);
+    }
+    tx.commit().await?;
+    Ok(outcomes.into_iter().map(|o| o.expect("every request applied")).collect())
+}
+
+fn lock_key(request: &UpdateRequest) -> String {
+    match &request.target {
+        Target::Conversation(id) => format!("c:{id}"),
+        Target::Channel { entry_point_id, thread } => {
+            let key = thread.key.as_deref().or(request.action.as_ref().map(action_key)).unwrap_or_default();
+            format!("t:{entry_point_id}:{key}")
+        }
+    }
+}
+
+fn action_key(action: &UpdateAction) -> &str {
+    match action {
+        UpdateAction::Append(m) => &m.idempotency_key,
+        UpdateAction::Edit { idempotency_key, .. }
+        | UpdateAction::Delete { idempotency_key, .. }
+        | UpdateAction::Status { idempotency_key, .. } => idempotency_key,
+    }
+}
+
+/// Apply one update inside the caller's transaction.
+pub async fn apply_in(conn: &mut PgConnection, request: &UpdateRequest) -> Result<UpdateOutcome, UpdateError> {
+    validate(request)?;
+    let project = request.project_id.as_str();
+    match &request.action {
+        Some(UpdateAction::Append(message)) => {
+            if let Some(existing) = find_message(conn, project, &message.idempotency_key).await? {
+                return duplicate(request, existing);
+            }
+            let conversation_id = resolve_conversation(conn, request, message).await?;
+            let Some(message_id) = insert_message(conn, request, conversation_id, message).await? else {
+                // Lost a race with a concurrent copy of the same message.
+                let existing = find_message(conn, project, &message.idempotency_key)
+                    .await?
+                    .ok_or_else(|| UpdateError::MessageNotFound(message.idempotency_key.clone()))?;
+                return duplicate(request, existing);
+            };
+            bump_for_message(conn, conversation_id, message).await?;
+            if !request.attributes.is_empty() {
+                update_attributes(conn, conversation_id, &request.attributes).await?;
+            }
+            tracing::debug!(%conversation_id, %message_id, key = %message.idempotency_key, "message appended");
+            Ok(UpdateOutcome { conversation_id, message_id: Some(message_id), effect: Effect::Appended })
+        }
+        Some(action) => {
+            let key = action_key(action);
+            let (message_id, conversation_id) =
+                find_message(conn, project, key).await?.ok_or_else(|| UpdateError::MessageNotFound(key.to_owned()))?;
+            if let Target::Conversation(target) = request.target {
+                if target != conversation_id {
+                    return Err(UpdateError::MessageNotFound(key.to_owned()));
+                }
+            }
+            lock_conversation(conn, project, conversation_id).await?;
+            change_message(conn, message_id, conversation_id, action).await?;
+            if !request.attributes.is_empty() {
+                update_attributes(conn, conversation_id, &request.attributes).await?;
+            }
+            Ok(UpdateOutcome { conversation_id, message_id: Some(message_id), effect: Effect::MessageChanged })
+        }
+        None => {
+            let Target::Conversation(conversation_id) = request.target else {
+                return Err(UpdateError::Invalid("an update without a message needs a conversation id".into()));
+            };
+            lock_conversation(conn, project, conversation_id).await?;
+            update_attributes(conn, conversation_id, &request.attributes).await?;
+            Ok(UpdateOutcome { conversation_id, message_id: None, effect: Effect::AttributesChanged })
+        }
+    }
+}
+
+fn validate(request: &UpdateRequest) -> Result<(), UpdateError> {
+    if let Some(UpdateAction::Append(m)) = &request.action {
+        if m.idempotency_key.trim().is_empty() {
+            return Err(UpdateError::Invalid("message.id must not be empty".into()));
+        }
+        if m.idempotency_key.len() > 998 {
+            return Err(UpdateError::Invalid("message.id is longer than 998 bytes".into()));
+        }
+    }
+    if request.action.is_none() && request.attributes.is_empty() {
+        return Err(UpdateError::Invalid("nothing to update: send a message or at least one attribute".into()));
+    }
+    Ok(())
+}
+
+fn duplicate(
+    request: &UpdateRequest,
+    (message_id, conversation_id): (Uuid, Uuid),
+) -> Result<UpdateOutcome, UpdateError> {
+    if let Target::Conversation(target) = request.target {
+        if target != conversation_id {
+            let key = request.action.as_ref().map(action_key).unwrap_or_default();
+            return Err(UpdateError::KeyConflict { key: key.to_owned() });
+        }
+    }
+    Ok(UpdateOutcome { conversation_id, message_id: Some(message_id), effect: Effect::Duplicate })
+}
+
+async fn find_message(conn: &mut PgConnection, project: &str, key: &str) -> Result<Option<(Uuid, Uuid)>, sqlx::Error> {
+    sqlx::query_as("SELECT id, conversation_id FROM messages WHERE project_id = $1 AND idempotency_key = $2")
+        .bind(project)
+        .bind(key)
+        .fetch_optional(conn)
+        .await
+}
+
+async fn lock_conversation(conn: &mut PgConnection, project: &str, id: Uuid) -> Result<(), UpdateError> {
+    sqlx::query("SELECT 1 FROM conversations WHERE id = $1 AND project_id = $2 FOR UPDATE")
+        .bind(id)
+        .bind(project)
+        .fetch_optional(conn)
+        .await?
+        .map(|_| ())
+        .ok_or(UpdateError::ConversationNotFound)
+}
+
+/// Find the conversation a message belongs to, creating it when the channel starts one, and
+/// lock it.
+async fn resolve_conversation(
+    conn: &mut PgConnection,
+    request: &UpdateRequest,
+    message: &NormalizedMessage,
+) -> Result<Uuid, UpdateError> {
+    let project = request.project_id.as_str();
+    let (entry_point_id, thread) = match &request.target {
+        Target::Conversation(id) => {
+            lock_conversation(conn, project, *id).await?;
+            return Ok(*id);
+        }
+        Target::Channel { entry_point_id, thread } => (*entry_point_id, thread),
+    };
+
+    // A reply token the channel carried back, if it names a conversation of this project.
+    if let Some(hint) = thread.conversation_id_hint.as_deref().and_then(|h| Uuid::parse_str(h).ok()) {
+        if lock_conversation(conn, project, hint).await.is_ok() {
+            link_entry_point(conn, hint, entry_point_id, false).await?;
+            return Ok(hint);
+        }
+    }
+
+    // A reference to an earlier message of this entry point's conversations; newest wins.
+    if !thread.references.is_empty() {
+        let found: Option<Uuid> = sqlx::query_scalar(
+            "SELECT m.conversation_id
+               FROM unnest($3::text[]) WITH ORDINALITY AS r(key, pos)
+               JOIN messages m ON m.project_id = $1 AND m.idempotency_key = r.key
+               JOIN conversation_entry_points cep
+                 ON cep.conversation_id = m.conversation_id AND cep.entry_point_id = $2
+              ORDER BY r.pos DESC LIMIT 1",
+        )
+        .bind(project)
+        .bind(entry_point_id)
+        .bind(&thread.references)
+        .fetch_optional(&mut *conn)
+        .await?;
+        if let Some(id) = found {
+            lock_conversation(conn, project, id).await?;
+            return Ok(id);
+        }
+    }
+
+    // Find or create by thread key; a message without one starts its own thread, keyed by the
+    // message so that a redelivery finds the same conversation.
+    let thread_key = thread.key.as_deref().unwrap_or(&message.idempotency_key);
+    let new_id = Uuid::new_v4();
+    let inserted: Option<Uuid> = sqlx::query_scalar(
+        "INSERT INTO conversations (id, project_id, origin_entry_point_id, thread_key, subject, last_activity_at)
+         VALUES ($1, $2, $3, $4, $5, GREATEST(now(), $6))
+         ON CONFLICT (origin_entry_point_id, thread_key) WHERE thread_key IS NOT NULL DO NOTHING
+         RETURNING id",
+    )
+    .bind(new_id)
+    .bind(project)
+    .bind(entry_point_id)
+    .bind(thread_key)
+    .bind(&message.subject)
+    .bind(message.occurred_at)
+    .fetch_optional(&mut *conn)
+    .await?;
+    if let Some(id) = inserted {
+        link_entry_point(conn, id, entry_point_id, true).await?;
+        tracing::info!(conversation_id = %id, %entry_point_id, "conversation opened");
+        return Ok(id);
+    }
+    let id: Uuid = sqlx::query_scalar(
+        "SELECT id FROM conversations
+          WHERE origin_entry_point_id = $1 AND thread_key = $2 AND project_id = $3 FOR UPDATE",
+    )
+    .bind(entry_point_id)
+    .bind(thread_key)
+    .bind(project)
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok(id)
+}
+
+async fn link_entry_point(
+    conn: &mut PgConnection,
+    conversation_id: Uuid,
+    entry_point_id: Uuid,
+    is_entry_point: bool,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO conversation_entry_points (conversation_id, entry_point_id, is_entry_point)
+         VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+    )
+    .bind(conversation_id)
+    .bind(entry_point_id)
+    .bind(is_entry_point)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Insert the message; `None` when a concurrent transaction inserted the same key first.
+async fn insert_message(
+    conn: &mut PgConnection,
+    request: &UpdateRequest,
+    conversation_id: Uuid,
+    message: &NormalizedMessage,
+) -> Result<Option<Uuid>, UpdateError> {
+    let entry_point_id = match &request.target {
+        Target::Channel { entry_point_id, .. } => Some(*entry_point_id),
+        Target::Conversation(_) => None,
+    };
+    let customer_id = if message.direction == Direction::Inbound && !message.is_auto_reply {
+        upsert_customer(conn, &request.project_id, message).await?
+    } else {
+        None
+    };
+    let user_id = request
+        .owners
+        .user_id
+        .clone()
+        .or_else(|| customer_id.map(|c| c.to_string()))
+        .or_else(|| (message.direction == Direction::Outbound).then(|| message.sender.id.clone()).flatten());
+    let attachments = serde_json::to_value(&message.attachments).expect("attachments serialize");
+    let id = Uuid::new_v4();
+    let inserted: Option<Uuid> = sqlx::query_scalar(
+        "INSERT INTO messages (id, project_id, conversation_id, entry_point_id, idempotency_key, direction,
+                               is_auto_reply, sender_id, sender_display_name, sender_primary_email, customer_id,
+                               user_id, team_id, subject, body, attachments, metadata, occurred_at)
+         VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18)
+         ON CONFLICT (project_id, idempotency_key) DO NOTHING RETURNING id",
+    )
+    .bind(id)
+    .bind(&request.project_id)
+    .bind(conversation_id)
+    .bind(entry_point_id)
+    .bind(&message.idempotency_key)
+    .bind(message.direction.as_str())
+    .bind(message.is_auto_reply)
+    .bind(&message.sender.id)
+    .bind(&message.sender.display_name)
+    .bind(&message.sender.primary_email)
+    .bind(customer_id)
+    .bind(user_id)
+    .bind(&request.owners.team_id)
+    .bind(&message.subject)
+    .bind(&message.body)
+    .bind(attachments)
+    .bind(serde_json::Value::Object(message.metadata.clone()))
+    .bind(message.occurred_at)
+    .fetch_optional(conn)
+    .await?;
+    Ok(inserted)
+}
+
+async fn upsert_customer(
+    conn: &mut PgConnection,
+    project: &str,
+    message: &NormalizedMessage,
+) -> Result<Option<Uuid>, sqlx::Error> {
+    let Some(external_id) =
+        message.sender.id.as_deref().or(message.sender.primary_email.as_deref()).filter(|s| !s.is_empty())
+    else {
+        return Ok(None);
+    };
+    // The profile is "as last seen": newer non-empty values replace older ones.
+    let id: Uuid = sqlx::query_scalar(
+        "INSERT INTO customers (id, project_id, external_id, display_name, primary_email, profile_image_url)
+         VALUES ($1, $2, $3, $4, $5, $6)
+         ON CONFLICT (project_id, external_id) DO UPDATE SET
+            display_name = COALESCE(EXCLUDED.display_name, customers.display_name),
+            primary_email = COALESCE(EXCLUDED.primary_email, customers.primary_email),
+            profile_image_url = COALESCE(EXCLUDED.profile_image_url, customers.profile_image_url),
+            updated_at = now()
+         RETURNING id",
+    )
+    .bind(Uuid::new_v4())
+    .bind(project)
+    .bind(external_id)
+    .bind(&message.sender.display_name)
+    .bind(&message.sender.primary_email)
+    .bind(&message.sender.profile_image_url)
+    .fetch_one(conn)
+    .await?;
+    Ok(Some(id))
+}
+
+/// Fold one new message into the conversation row, forward-only.
+async fn bump_for_message(
+    conn: &mut PgConnection,
+    conversation_id: Uuid,
+    message: &NormalizedMessage,
+) -> Result<(), sqlx::Error> {
+    let preview_source = message.metadata.get("previewText").and_then(|v| v.as_str()).unwrap_or(&message.body);
+    let preview = preview_of(preview_source, PREVIEW_CHARS);
+    let inbound = message.direction == Direction::Inbound;
+    let customer_reply = inbound && !message.is_auto_reply;
+    let customer_id: Option<String> = if customer_reply {
+        sqlx::query_scalar::<_, Option<Uuid>>(
+            "SELECT customer_id FROM messages WHERE conversation_id = $1 AND idempotency_key = $2",
+        )
+        .bind(conversation_id)
+        .bind(&message.idempotency_key)
+        .fetch_one(&mut *conn)
+        .await?
+        .map(|id| id.to_string())
+    } else {
+        None
+    };
+    sqlx::query(
+        "UPDATE conversations c SET
+            last_message_at = GREATEST(c.last_message_at, $2),
+            last_activity_at = GREATEST(c.last_activity_at, $2),
+            last_inbound_at = CASE WHEN $3 THEN GREATEST(c.last_inbound_at, $2) ELSE c.last_inbound_at END,
+            last_outbound_at = CASE WHEN NOT $3 THEN GREATEST(c.last_outbound_at, $2) ELSE c.last_outbound_at END,
+            last_customer_reply_at = CASE WHEN $4 THEN GREATEST(c.last_customer_reply_at, $2)
+                                          ELSE c.last_customer_reply_at END,
+            last_agent_reply_at = CASE WHEN NOT $3 AND NOT $5 THEN GREATEST(c.last_agent_reply_at, $2)
+                                       ELSE c.last_agent_reply_at END,
+            preview = CASE WHEN c.preview_at IS NULL OR ($2, $6) > (c.preview_at, c.preview_key)
+                           THEN $7 ELSE c.preview END,
+            preview_key = CASE WHEN c.preview_at IS NULL OR ($2, $6) > (c.preview_at, c.preview_key)
+                               THEN $6 ELSE c.preview_key END,
+            preview_at = GREATEST(c.preview_at, $2),
+            subject = COALESCE(c.subject, $8),
+            user_id = CASE WHEN NOT $4 THEN c.user_id
+                           WHEN c.profile_at IS NULL OR $2 >= c.profile_at THEN COALESCE($9, c.user_id)
+                           ELSE COALESCE(c.user_id, $9) END,
+            user_display_name = CASE WHEN NOT $4 THEN c.user_display_name
+                           WHEN c.profile_at IS NULL OR $2 >= c.profile_at THEN COALESCE($10, c.user_display_name)
+                           ELSE COALESCE(c.user_display_name, $10) END,
+            user_primary_email = CASE WHEN NOT $4 THEN c.user_primary_email
+                           WHEN c.profile_at IS NULL OR $2 >= c.profile_at THEN COALESCE($11, c.user_primary_email)
+                           ELSE COALESCE(c.user_primary_email, $11) END,
+            user_profile_image_url = CASE WHEN NOT $4 THEN c.user_profile_image_url
+                           WHEN c.profile_at IS NULL OR $2 >= c.profile_at THEN COALESCE($12, c.user_profile_image_url)
+                           ELSE COALESCE(c.user_profile_image_url, $12) END,
+            profile_at = CASE WHEN $4 THEN GREATEST(c.profile_at, $2) ELSE c.profile_at END,
+            closed_at = CASE WHEN $4 AND c.closed_at IS NOT NULL AND $2 > c.closed_at THEN NULL
+                             ELSE c.closed_at END,
+            first_response_at = (
+                SELECT min(o.occurred_at) FROM messages o
+                 WHERE o.conversation_id = c.id AND o.direction = 'outbound' AND NOT o.is_auto_reply
+                   AND o.occurred_at >= (
+                       SELECT min(i.occurred_at) FROM messages i
+                        WHERE i.conversation_id = c.id AND i.direction = 'inbound' AND NOT i.is_auto_reply)),
+            updated_at = now()
+         WHERE c.id = $1",
+    )
+    .bind(conversation_id)
+    .bind(message.occurred_at)
+    .bind(inbound)
+    .bind(customer_reply)
+    .bind(message.is_auto_reply)
+    .bind(&message.idempotency_key)
+    .bind(preview)
+    .bind(&message.subject)
+    .bind(customer_id)
+    .bind(&message.sender.display_name)
+    .bind(message.sender.primary_email.as_ref().or(message.sender.id.as_ref().filter(|id| id.contains('@'))))
+    .bind(&message.sender.profile_image_url)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Edit, delete or record a delivery status on a stored message, forward-only by time.
+async fn change_message(
+    conn: &mut PgConnection,
+    message_id: Uuid,
+    conversation_id: Uuid,
+    action: &UpdateAction,
+) -> Result<(), sqlx::Error> {
+    let at = match action {
+        UpdateAction::Edit { idempotency_key, body, edited_at } => {
+            let applied = sqlx::query(
+                "UPDATE messages SET body = $2, updated_at = now(),
+                        metadata = metadata || jsonb_build_object('editedAt', $3::timestamptz)
+                  WHERE id = $1 AND (metadata->>'editedAt' IS NULL OR (metadata->>'editedAt')::timestamptz < $3)
+                    AND metadata->>'deletedAt' IS NULL",
+            )
+            .bind(message_id)
+            .bind(body)
+            .bind(edited_at)
+            .execute(&mut *conn)
+            .await?
+            .rows_affected();
+            if applied > 0 {
+                sqlx::query("UPDATE conversations SET preview = $3 WHERE id = $1 AND preview_key = $2")
+                    .bind(conversation_id)
+                    .bind(idempotency_key)
+                    .bind(preview_of(body, PREVIEW_CHARS))
+                    .execute(&mut *conn)
+                    .await?;
+            }
+            *edited_at
+        }
+        UpdateAction::Delete { deleted_at, .. } => {
+            sqlx::query(
+                "UPDATE messages SET body = '', updated_at = now(),
+                        metadata = metadata || jsonb_build_object('deletedAt', $2::timestamptz)
+                  WHERE id = $1 AND metadata->>'deletedAt' IS NULL",
+            )
+            .bind(message_id)
+            .bind(deleted_at)
+            .execute(&mut *conn)
+            .await?;
+            *deleted_at
+        }
+        UpdateAction::Status { status, at, detail, .. } => {
+            sqlx::query(
+                "UPDATE messages SET updated_at = now(),
+                        metadata = metadata || jsonb_build_object('deliveryStatus', $2::text,
+                                   'deliveryStatusAt', $3::timestamptz, 'deliveryDetail', $4::text)
+                  WHERE id = $1 AND (metadata->>'deliveryStatusAt' IS NULL
+                                     OR (metadata->>'deliveryStatusAt')::timestamptz <= $3)",
+            )
+            .bind(message_id)
+            .bind(status)
+            .bind(at)
+            .bind(detail)
+            .execute(&mut *conn)
+            .await?;
+            *at
+        }
+        UpdateAction::Append(_) => unreachable!("appends are handled by apply_in"),
+    };
+    sqlx::query(
+        "UPDATE conversations SET last_activity_at = GREATEST(last_activity_at, $2), updated_at = now() WHERE id = $1",
+    )
+    .bind(conversation_id)
+    .bind(at)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+async fn update_attributes(
+    conn: &mut PgConnection,
+    conversation_id: Uuid,
+    changes: &AttributeChanges,
+) -> Result<(), sqlx::Error> {
+    let mut q: QueryBuilder<Postgres> = QueryBuilder::new(
+        "UPDATE conversations SET last_activity_at = GREATEST(last_activity_at, now()), updated_at = now()",
+    );
+    macro_rules! set {
+        ($field:expr, $column:literal) => {
+            if let Some(value) = &$field {
+                q.push(concat!(", ", $column, " = ")).push_bind(value.clone());
+            }
+        };
+    }
+    set!(changes.subject, "subject");
+    set!(changes.tags, "tags");
+    set!(changes.assigned_to_user_id, "assigned_to_user_id");
+    set!(changes.assigned_to_display_name, "assigned_to_display_name");
+    set!(changes.first_response_due_at, "first_response_due_at");
+    set!(changes.next_response_due_at, "next_response_due_at");
+    set!(changes.user_id, "user_id");
+    set!(changes.team_id, "team_id");
+    set!(changes.closed_at, "closed_at");
+    if let Some(record) = &changes.record_metadata {
+        q.push(", record_metadata = ").push_bind(serde_json::Value::Object(record.clone()));
+    }
+    q.push(" WHERE id = ").push_bind(conversation_id);
+    q.build().execute(conn).await?;
+    Ok(())
+}

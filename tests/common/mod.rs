@@ -1,0 +1,116 @@
+//! Test support: a fresh PostgreSQL database per test, real HTTP servers on loopback.
+#![allow(dead_code)]
+
+use chrono::{DateTime, Utc};
+use intake::adapters::{ChannelType, Direction, NormalizedMessage, Sender, ThreadRef, UpdateAction};
+use intake::store;
+use intake::update::{MessageOwners, Target, UpdateRequest};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+pub const ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432";
+
+pub fn init_logs() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
+        .with_test_writer()
+        .try_init();
+}
+
+/// A database of its own, created and migrated through intake's start-up path.
+pub struct TestDb {
+    pub name: String,
+    pub url: String,
+    pub pool: PgPool,
+}
+
+impl TestDb {
+    pub async fn new() -> Self {
+        init_logs();
+        let name = format!("intake_test_{}", Uuid::new_v4().simple());
+        let url = format!("{ADMIN_URL}/{name}");
+        let pool = store::connect_and_migrate(&url, 20).await.expect("test database");
+        TestDb { name, url, pool }
+    }
+
+    /// A project with an entry point; returns the entry point id.
+    pub async fn project_with_entry_point(
+        &self,
+        project: &str,
+        channel: ChannelType,
+        adapter: &str,
+        external: &str,
+    ) -> Uuid {
+        store::ensure_project(&self.pool, project).await.unwrap();
+        store::create_entry_point(&self.pool, project, channel, adapter, external, serde_json::json!({}))
+            .await
+            .unwrap()
+            .id
+    }
+}
+
+pub fn at(s: &str) -> DateTime<Utc> {
+    s.parse().unwrap()
+}
+
+pub fn msg(key: &str, direction: Direction, occurred_at: &str, body: &str) -> NormalizedMessage {
+    NormalizedMessage {
+        idempotency_key: key.into(),
+        direction,
+        sender: match direction {
+            Direction::Inbound => Sender {
+                id: Some("cust-1".into()),
+                display_name: Some("Ada Customer".into()),
+                primary_email: Some("ada@example.com".into()),
+                profile_image_url: None,
+            },
+            Direction::Outbound => Sender {
+                id: Some("agent-7".into()),
+                display_name: Some("Agent Smith".into()),
+                primary_email: None,
+                profile_image_url: None,
+            },
+        },
+        subject: Some("Order question".into()),
+        body: body.into(),
+        attachments: vec![],
+        occurred_at: at(occurred_at),
+        is_auto_reply: false,
+        metadata: Default::default(),
+    }
+}
+
+pub fn via_channel(project: &str, entry_point_id: Uuid, thread_key: &str, message: NormalizedMessage) -> UpdateRequest {
+    UpdateRequest {
+        project_id: project.into(),
+        target: Target::Channel {
+            entry_point_id,
+            thread: ThreadRef { key: Some(thread_key.into()), ..Default::default() },
+        },
+        action: Some(UpdateAction::Append(message)),
+        owners: MessageOwners::default(),
+        attributes: Default::default(),
+    }
+}
+
+pub fn to_conversation(project: &str, id: Uuid, message: NormalizedMessage) -> UpdateRequest {
+    UpdateRequest {
+        project_id: project.into(),
+        target: Target::Conversation(id),
+        action: Some(UpdateAction::Append(message)),
+        owners: MessageOwners::default(),
+        attributes: Default::default(),
+    }
+}
+
+/// Serve the HTTP API on a free loopback port; returns its base URL.
+pub async fn spawn_api(pool: PgPool, body_limit: usize) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let state = intake::http::AppState { pool, body_limit };
+    tokio::spawn(intake::http::serve_on(listener, state, std::future::pending()));
+    format!("http://{addr}")
+}
+
+/// (idempotency key, direction, RFC 3339 time, body)
+pub type TestMessage = (String, Direction, String, String);
