@@ -1,7 +1,18 @@
 //! The `intake` command line.
 
-use clap::{Parser, Subcommand};
+use std::io::Read;
+use std::path::PathBuf;
+use std::time::Duration;
 
+use clap::{Args, Parser, Subcommand};
+use intake_adapters::{AdapterRegistry, ChannelType};
+use tokio_util::sync::CancellationToken;
+
+use crate::amqp::dlq::{self, Selection};
+use crate::amqp::publish::{new_message_properties, ConfirmedPublisher};
+use crate::amqp::topology::Topology;
+use crate::amqp::worker::{self, WorkerSettings};
+use crate::amqp::{envelope, AmqpArgs};
 use crate::config::{DatabaseArgs, HttpArgs, LogFormat};
 use crate::{http, store};
 
@@ -11,7 +22,8 @@ use crate::{http, store};
     version,
     about = "Multi-channel message ingestion: consumes channel messages from RabbitMQ, applies them to \
              conversations in PostgreSQL, and serves the internal conversations API.",
-    long_about = None
+    after_help = "Every flag can also be set by the environment variable shown in its help. \
+                  See the README for the message contract and operations."
 )]
 pub struct Cli {
     /// Log format; levels come from RUST_LOG (default `info`).
@@ -27,13 +39,149 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run the queue worker: declare the topology, consume, apply, ack (the main job).
+    Worker(WorkerArgs),
     /// Serve the internal HTTP API (conversations, entry points, health, metrics).
     Serve(HttpArgs),
+    /// Publish files as messages (with publisher confirms), for integrators and tests.
+    Publish(PublishArgs),
+    /// Inspect, replay and purge dead-lettered messages.
+    #[command(subcommand)]
+    Dlq(DlqCommand),
     /// Create the database if missing and apply migrations, then exit.
     Migrate,
     /// Manage API tokens.
     #[command(subcommand)]
     Token(TokenCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct WorkerArgs {
+    #[command(flatten)]
+    pub amqp: AmqpArgs,
+
+    /// Unacked deliveries RabbitMQ may push to each consumer (at least the batch size).
+    #[arg(long, env = "INTAKE_PREFETCH", default_value_t = 200)]
+    pub prefetch: u16,
+
+    /// Deliveries applied in one database transaction.
+    #[arg(long, env = "INTAKE_BATCH_SIZE", default_value_t = 100)]
+    pub batch_size: usize,
+
+    /// How long a batch waits to fill after its first delivery.
+    #[arg(long, env = "INTAKE_BATCH_WAIT", default_value = "5ms", value_parser = crate::amqp::parse_duration)]
+    pub batch_wait: Duration,
+
+    /// Largest message body accepted; larger ones are dead-lettered (`payload_too_large`).
+    #[arg(long, env = "INTAKE_MAX_MESSAGE_BYTES", default_value_t = 25 * 1024 * 1024)]
+    pub max_message_bytes: usize,
+
+    /// Channel types to consume (comma-separated).
+    #[arg(long, env = "INTAKE_WORKER_QUEUES", value_delimiter = ',', default_value = "email,chat,webhook", value_parser = parse_channel_type)]
+    pub queues: Vec<ChannelType>,
+
+    /// Also serve the HTTP API (and /metrics) from this process.
+    #[arg(long, env = "INTAKE_WITH_API")]
+    pub with_api: bool,
+
+    #[command(flatten)]
+    pub http: HttpArgs,
+}
+
+fn parse_channel_type(s: &str) -> Result<ChannelType, String> {
+    s.parse()
+}
+
+#[derive(Debug, Args)]
+pub struct PublishArgs {
+    #[command(flatten)]
+    pub amqp: AmqpArgs,
+
+    /// Adapter key (`email`, `slack`, `telegram`, `whatsapp`, `twilio-sms`, `webhook`, …).
+    #[arg(long)]
+    pub adapter: String,
+
+    /// Channel type; guessed from well-known adapter keys.
+    #[arg(long, value_parser = parse_channel_type)]
+    pub channel_type: Option<ChannelType>,
+
+    /// The entry point's id in the outside system (mailbox, Slack channel, phone number).
+    #[arg(long)]
+    pub external_channel_id: Option<String>,
+
+    /// Project (tenant) id, when the external id is an entry point of several projects.
+    #[arg(long)]
+    pub project: Option<String>,
+
+    /// Content type; defaults to one that fits the channel.
+    #[arg(long)]
+    pub content_type: Option<String>,
+
+    /// Files to publish, one message each; `-` reads standard input.
+    #[arg(required = true)]
+    pub files: Vec<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DlqCommand {
+    /// List dead letters: id, reason, adapter, attempts, age.
+    List {
+        #[command(flatten)]
+        amqp: AmqpArgs,
+        /// Print JSON lines instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// Read at most this many.
+        #[arg(long, default_value_t = 1000)]
+        limit: usize,
+    },
+    /// Show one dead letter with its headers and body.
+    Show {
+        #[command(flatten)]
+        amqp: AmqpArgs,
+        /// Id from `dlq list`.
+        id: String,
+    },
+    /// Publish dead letters back to their original routing key. Already applied messages are
+    /// recognised by their idempotency key and change nothing.
+    Replay {
+        #[command(flatten)]
+        amqp: AmqpArgs,
+        #[command(flatten)]
+        selection: SelectionArgs,
+    },
+    /// Delete dead letters.
+    Purge {
+        #[command(flatten)]
+        amqp: AmqpArgs,
+        #[command(flatten)]
+        selection: SelectionArgs,
+    },
+}
+
+#[derive(Debug, Args)]
+#[group(required = true, multiple = false)]
+pub struct SelectionArgs {
+    /// Every dead letter.
+    #[arg(long)]
+    pub all: bool,
+    /// Only those with this reason code (e.g. `unknown_entry_point`).
+    #[arg(long)]
+    pub reason: Option<String>,
+    /// Ids from `dlq list`.
+    pub ids: Vec<String>,
+}
+
+impl SelectionArgs {
+    fn selection(&self) -> Selection {
+        if self.all {
+            Selection::All
+        } else if let Some(r) = &self.reason {
+            Selection::Reason(r.clone())
+        } else {
+            Selection::Ids(self.ids.clone())
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -70,7 +218,139 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let state = http::AppState { pool, body_limit: http_args.http_body_limit };
             http::serve(http_args.http_addr, state, shutdown_signal()).await
         }
+        Command::Worker(args) => run_worker(db, args).await,
+        Command::Publish(args) => publish(args).await,
+        Command::Dlq(command) => run_dlq(command).await,
     }
+}
+
+async fn run_worker(db: &DatabaseArgs, args: WorkerArgs) -> anyhow::Result<()> {
+    let pool = store::connect_and_migrate(&db.database_url, db.db_max_connections).await?;
+    let mut settings = WorkerSettings::new(Topology::from(&args.amqp));
+    settings.prefetch = args.prefetch;
+    settings.batch_size = args.batch_size;
+    settings.batch_wait = args.batch_wait;
+    settings.max_message_bytes = args.max_message_bytes;
+    settings.channel_types = args.queues;
+    let shutdown = CancellationToken::new();
+    let api = if args.with_api {
+        register_tokens(&pool, &args.http).await?;
+        let state = http::AppState { pool: pool.clone(), body_limit: args.http.http_body_limit };
+        let stop = shutdown.clone();
+        Some(tokio::spawn(http::serve(args.http.http_addr, state, async move { stop.cancelled().await })))
+    } else {
+        crate::metrics::handle();
+        None
+    };
+    let signal = shutdown.clone();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        signal.cancel();
+    });
+    worker::run(pool, AdapterRegistry::with_defaults(), args.amqp.amqp_url.clone(), settings, shutdown).await?;
+    if let Some(api) = api {
+        api.await??;
+    }
+    tracing::info!("worker stopped");
+    Ok(())
+}
+
+async fn publish(args: PublishArgs) -> anyhow::Result<()> {
+    let channel_type = args
+        .channel_type
+        .or_else(|| envelope::default_channel_type(&args.adapter))
+        .ok_or_else(|| anyhow::anyhow!("`{}` is not a well-known adapter key: pass --channel-type", args.adapter))?;
+    let routing_key = format!("{}.{}", channel_type, args.adapter);
+    let content_type =
+        args.content_type.clone().unwrap_or_else(|| envelope::default_content_type(channel_type, &args.adapter).into());
+    let connection = crate::amqp::connect(&args.amqp.amqp_url, "intake-publish").await?;
+    let publisher = ConfirmedPublisher::open(&connection).await?;
+    Topology::from(&args.amqp).declare(publisher.channel()).await?;
+    for file in &args.files {
+        let body = if file.as_os_str() == "-" {
+            let mut buf = Vec::new();
+            std::io::stdin().read_to_end(&mut buf)?;
+            buf
+        } else {
+            std::fs::read(file).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", file.display()))?
+        };
+        let message_id = uuid::Uuid::new_v4().to_string();
+        let mut headers = vec![(envelope::ADAPTER, args.adapter.clone())];
+        if let Some(id) = &args.external_channel_id {
+            headers.push((envelope::EXTERNAL_CHANNEL_ID, id.clone()));
+        }
+        if let Some(p) = &args.project {
+            headers.push((envelope::PROJECT, p.clone()));
+        }
+        let properties = new_message_properties(&message_id, &content_type, headers);
+        publisher.publish(&args.amqp.exchange, &routing_key, &body, properties).await?;
+        println!("{message_id}\t{routing_key}\t{}", file.display());
+    }
+    let _ = connection.close(200, "done".into()).await;
+    Ok(())
+}
+
+async fn run_dlq(command: DlqCommand) -> anyhow::Result<()> {
+    let amqp = match &command {
+        DlqCommand::List { amqp, .. }
+        | DlqCommand::Show { amqp, .. }
+        | DlqCommand::Replay { amqp, .. }
+        | DlqCommand::Purge { amqp, .. } => amqp,
+    };
+    let topology = Topology::from(amqp);
+    let connection = crate::amqp::connect(&amqp.amqp_url, "intake-dlq").await?;
+    let channel = connection.create_channel().await?;
+    topology.declare(&channel).await?;
+    let queue = topology.dead_queue.as_str();
+    match &command {
+        DlqCommand::List { json, limit, .. } => {
+            let letters = dlq::list(&channel, queue, *limit).await?;
+            let now = chrono::Utc::now();
+            if *json {
+                for d in &letters {
+                    println!("{}", serde_json::to_string(d)?);
+                }
+            } else {
+                println!("{:<14} {:<24} {:<12} {:>8} {:>6}  ERROR", "ID", "REASON", "ADAPTER", "ATTEMPTS", "AGE");
+                for d in &letters {
+                    let error: String = d.error.chars().take(70).collect();
+                    println!("{:<14} {:<24} {:<12} {:>8} {:>6}  {}", d.id, d.reason, d.adapter, d.attempts, d.age(now), error);
+                }
+                eprintln!("{} dead letter(s) in `{queue}`", letters.len());
+            }
+        }
+        DlqCommand::Show { id, .. } => {
+            let letters = dlq::list(&channel, queue, usize::MAX).await?;
+            let d = letters.iter().find(|d| d.id == *id).ok_or_else(|| anyhow::anyhow!("no dead letter `{id}` in `{queue}`"))?;
+            println!("{}", serde_json::to_string_pretty(d)?);
+            println!("--- body ({} bytes) ---", d.size);
+            println!("{}", String::from_utf8_lossy(&d.body));
+        }
+        DlqCommand::Replay { selection, .. } | DlqCommand::Purge { selection, .. } => {
+            let replay = matches!(command, DlqCommand::Replay { .. });
+            let selection = selection.selection();
+            if !replay && matches!(selection, Selection::All) {
+                let n = dlq::purge_all(&channel, queue).await?;
+                println!("purged {n} dead letter(s)");
+            } else {
+                let total = dlq::depth(&channel, queue).await?;
+                let bar = indicatif::ProgressBar::new(u64::from(total));
+                bar.set_style(
+                    indicatif::ProgressStyle::with_template("{msg} [{bar:40}] {pos}/{len} ({eta})")
+                        .expect("static template")
+                        .progress_chars("=> "),
+                );
+                bar.set_message(if replay { "replaying" } else { "purging" });
+                let publisher = if replay { Some(ConfirmedPublisher::open(&connection).await?) } else { None };
+                let n = dlq::settle(&channel, publisher.as_ref(), queue, &selection, total as usize, |_| bar.inc(1))
+                    .await?;
+                bar.finish_and_clear();
+                println!("{} {n} dead letter(s)", if replay { "replayed" } else { "purged" });
+            }
+        }
+    }
+    let _ = connection.close(200, "done".into()).await;
+    Ok(())
 }
 
 pub(crate) async fn register_tokens(pool: &sqlx::PgPool, args: &HttpArgs) -> anyhow::Result<()> {
@@ -85,8 +365,8 @@ pub async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("install SIGTERM handler");
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("install SIGTERM handler");
         tokio::select! {
             _ = ctrl_c => {},
             _ = term.recv() => {},

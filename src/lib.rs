@@ -1,5 +1,6 @@
 //! intake: multi-channel message ingestion. See the README for the architecture.
 
+pub mod amqp;
 pub mod cli;
 pub mod config;
 pub mod http;

@@ -114,3 +114,75 @@ pub async fn spawn_api(pool: PgPool, body_limit: usize) -> String {
 
 /// (idempotency key, direction, RFC 3339 time, body)
 pub type TestMessage = (String, Direction, String, String);
+
+pub const AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+
+/// Exchange and queues of its own for one test (`itest_<id>.*`), deleted on `cleanup`.
+pub struct TestBroker {
+    pub topology: intake::amqp::topology::Topology,
+    pub connection: lapin::Connection,
+    pub publisher: intake::amqp::publish::ConfirmedPublisher,
+}
+
+impl TestBroker {
+    pub async fn new() -> Self {
+        let prefix = format!("itest_{}", Uuid::new_v4().simple());
+        let mut topology = intake::amqp::topology::Topology::with_prefix(&prefix);
+        topology.retry_delays = vec![std::time::Duration::from_millis(200), std::time::Duration::from_millis(400)];
+        let connection = intake::amqp::connect(AMQP_URL, "intake-test").await.unwrap();
+        let publisher = intake::amqp::publish::ConfirmedPublisher::open(&connection).await.unwrap();
+        topology.declare(publisher.channel()).await.unwrap();
+        TestBroker { topology, connection, publisher }
+    }
+
+    /// Publish one message the way integrators do.
+    pub async fn publish(&self, routing_key: &str, external_channel_id: Option<&str>, body: &[u8]) {
+        let mut headers = vec![];
+        if let Some(id) = external_channel_id {
+            headers.push((intake::amqp::envelope::EXTERNAL_CHANNEL_ID, id.to_owned()));
+        }
+        let props = intake::amqp::publish::new_message_properties(&Uuid::new_v4().to_string(), "application/json", headers);
+        self.publisher.publish(&self.topology.exchange, routing_key, body, props).await.unwrap();
+    }
+
+    pub async fn dead_letters(&self) -> Vec<intake::amqp::dlq::DeadLetter> {
+        let channel = self.connection.create_channel().await.unwrap();
+        let letters = intake::amqp::dlq::list(&channel, &self.topology.dead_queue, 10_000).await.unwrap();
+        let _ = channel.close(200, "".into()).await;
+        letters
+    }
+
+    /// Ready messages in a queue.
+    pub async fn depth(&self, queue: &str) -> u32 {
+        let channel = self.connection.create_channel().await.unwrap();
+        let n = intake::amqp::dlq::depth(&channel, queue).await.unwrap();
+        let _ = channel.close(200, "".into()).await;
+        n
+    }
+
+    pub async fn cleanup(self) {
+        let channel = self.connection.create_channel().await.unwrap();
+        for q in self.topology.all_queues() {
+            let _ = channel.queue_delete(q.as_str().into(), Default::default()).await;
+        }
+        let _ = channel.exchange_delete(self.topology.exchange.as_str().into(), Default::default()).await;
+        let _ = self.connection.close(200, "".into()).await;
+    }
+}
+
+/// Poll `check` until it is true or `secs` pass.
+pub async fn wait_until<F, Fut>(secs: u64, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while !check().await {
+        assert!(std::time::Instant::now() < deadline, "timed out after {secs}s waiting for {what}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+pub async fn count(pool: &PgPool, sql: &str) -> i64 {
+    sqlx::query_scalar(sql).fetch_one(pool).await.unwrap()
+}

@@ -1,0 +1,82 @@
+//! Publishing with publisher confirms: a message counts as sent only once the broker
+//! confirmed it (and routed it: `mandatory` makes an unroutable message an error).
+
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+use lapin::types::FieldTable;
+use lapin::{BasicProperties, Channel, Connection};
+
+use super::long_string;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    #[error("broker refused the message (nack)")]
+    Nacked,
+    #[error("no queue is bound for exchange `{exchange}` routing key `{routing_key}`")]
+    Unroutable { exchange: String, routing_key: String },
+    #[error(transparent)]
+    Amqp(#[from] lapin::Error),
+}
+
+/// A channel in confirm mode.
+pub struct ConfirmedPublisher {
+    channel: Channel,
+}
+
+impl ConfirmedPublisher {
+    pub async fn open(connection: &Connection) -> lapin::Result<Self> {
+        let channel = connection.create_channel().await?;
+        channel.confirm_select(ConfirmSelectOptions::default()).await?;
+        Ok(Self { channel })
+    }
+
+    pub fn channel(&self) -> &Channel {
+        &self.channel
+    }
+
+    /// Publish and wait for the broker's confirm.
+    pub async fn publish(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        body: &[u8],
+        properties: BasicProperties,
+    ) -> Result<(), PublishError> {
+        let confirm = self
+            .channel
+            .basic_publish(
+                exchange.into(),
+                routing_key.into(),
+                BasicPublishOptions { mandatory: true, ..Default::default() },
+                body,
+                properties.with_delivery_mode(2),
+            )
+            .await?
+            .await?;
+        if confirm.is_nack() {
+            return Err(PublishError::Nacked);
+        }
+        if confirm.take_message().is_some() {
+            return Err(PublishError::Unroutable { exchange: exchange.to_owned(), routing_key: routing_key.to_owned() });
+        }
+        Ok(())
+    }
+}
+
+/// Properties for a new message from a publisher tool.
+pub fn new_message_properties(
+    message_id: &str,
+    content_type: &str,
+    headers: impl IntoIterator<Item = (&'static str, String)>,
+) -> BasicProperties {
+    let mut table = FieldTable::default();
+    for (name, value) in headers {
+        table.insert(name.into(), long_string(value));
+    }
+    let now = chrono::Utc::now();
+    table.insert(super::envelope::PUBLISHED_AT_MS.into(), long_string(now.timestamp_millis().to_string()));
+    BasicProperties::default()
+        .with_message_id(message_id.into())
+        .with_content_type(content_type.into())
+        .with_timestamp(now.timestamp() as u64)
+        .with_headers(table)
+}

@@ -1,0 +1,126 @@
+//! Exchanges and queues, declared idempotently by the worker (and by publishers' tools).
+//!
+//! ```text
+//! intake.inbound (topic) --email.*--> intake.email --(retry)--> intake.email.retry.<delay> --TTL--> intake.email
+//!                        --chat.*---> intake.chat     ...
+//!                        --webhook.*> intake.webhook  ...
+//! any queue --(permanent failure / retries exhausted)--> intake.dead
+//! ```
+
+use std::time::Duration;
+
+use intake_adapters::ChannelType;
+use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::types::{AMQPValue, FieldTable};
+use lapin::{Channel, ExchangeKind};
+
+use super::{long_string, AmqpArgs, QueueType};
+
+#[derive(Debug, Clone)]
+pub struct Topology {
+    pub exchange: String,
+    pub queue_prefix: String,
+    pub dead_queue: String,
+    pub queue_type: QueueType,
+    pub delivery_limit: u32,
+    pub retry_delays: Vec<Duration>,
+}
+
+impl From<&AmqpArgs> for Topology {
+    fn from(a: &AmqpArgs) -> Self {
+        Topology {
+            exchange: a.exchange.clone(),
+            queue_prefix: a.queue_prefix.clone(),
+            dead_queue: a.dead_queue.clone(),
+            queue_type: a.queue_type,
+            delivery_limit: a.delivery_limit,
+            retry_delays: a.retry_delays.clone(),
+        }
+    }
+}
+
+impl Topology {
+    /// Names for tests and tools: everything under one prefix.
+    pub fn with_prefix(prefix: &str) -> Self {
+        Topology {
+            exchange: format!("{prefix}.inbound"),
+            queue_prefix: prefix.to_owned(),
+            dead_queue: format!("{prefix}.dead"),
+            queue_type: QueueType::Classic,
+            delivery_limit: 20,
+            retry_delays: vec![Duration::from_secs(1), Duration::from_secs(5)],
+        }
+    }
+
+    pub fn queue(&self, channel_type: ChannelType) -> String {
+        format!("{}.{}", self.queue_prefix, channel_type.as_str())
+    }
+
+    /// Retry queue for the `n`-th retry (0-based) of `channel_type`'s queue.
+    pub fn retry_queue(&self, channel_type: ChannelType, n: usize) -> Option<String> {
+        let delay = self.retry_delays.get(n)?;
+        Some(format!("{}.retry.{}ms", self.queue(channel_type), delay.as_millis()))
+    }
+
+    fn main_queue_args(&self) -> FieldTable {
+        let mut args = FieldTable::default();
+        if self.queue_type == QueueType::Quorum {
+            args.insert("x-queue-type".into(), long_string("quorum"));
+            args.insert("x-delivery-limit".into(), AMQPValue::LongLongInt(self.delivery_limit.into()));
+            // Messages over the delivery limit go to the dead queue instead of vanishing.
+            args.insert("x-dead-letter-exchange".into(), long_string(""));
+            args.insert("x-dead-letter-routing-key".into(), long_string(self.dead_queue.clone()));
+        }
+        args
+    }
+
+    /// Declare everything. Safe to run from several processes at once.
+    pub async fn declare(&self, channel: &Channel) -> lapin::Result<()> {
+        let durable = QueueDeclareOptions { durable: true, ..Default::default() };
+        channel
+            .exchange_declare(
+                self.exchange.as_str().into(),
+                ExchangeKind::Topic,
+                ExchangeDeclareOptions { durable: true, ..Default::default() },
+                FieldTable::default(),
+            )
+            .await?;
+        let mut dead_args = FieldTable::default();
+        if self.queue_type == QueueType::Quorum {
+            dead_args.insert("x-queue-type".into(), long_string("quorum"));
+        }
+        channel.queue_declare(self.dead_queue.as_str().into(), durable, dead_args).await?;
+        for channel_type in ChannelType::ALL {
+            let queue = self.queue(channel_type);
+            channel.queue_declare(queue.as_str().into(), durable, self.main_queue_args()).await?;
+            channel
+                .queue_bind(
+                    queue.as_str().into(),
+                    self.exchange.as_str().into(),
+                    format!("{}.*", channel_type.as_str()).into(),
+                    QueueBindOptions::default(),
+                    FieldTable::default(),
+                )
+                .await?;
+            for (n, delay) in self.retry_delays.iter().enumerate() {
+                let retry = self.retry_queue(channel_type, n).expect("delay exists");
+                let mut args = FieldTable::default();
+                args.insert("x-message-ttl".into(), AMQPValue::LongLongInt(delay.as_millis() as i64));
+                args.insert("x-dead-letter-exchange".into(), long_string(""));
+                args.insert("x-dead-letter-routing-key".into(), long_string(queue.clone()));
+                channel.queue_declare(retry.as_str().into(), durable, args).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Every queue name, for clean-up in tests and tools.
+    pub fn all_queues(&self) -> Vec<String> {
+        let mut names = vec![self.dead_queue.clone()];
+        for channel_type in ChannelType::ALL {
+            names.push(self.queue(channel_type));
+            names.extend((0..self.retry_delays.len()).filter_map(|n| self.retry_queue(channel_type, n)));
+        }
+        names
+    }
+}

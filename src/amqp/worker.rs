@@ -1,0 +1,555 @@
+//! The queue worker: consume, decode through the adapter, resolve the entry point, apply the
+//! batch through the one update logic, and only then ack.
+//!
+//! Delivery guarantees:
+//! - a delivery is acked only after its effect is committed, or after it was published (with
+//!   confirm) to a retry queue or the dead queue; at-least-once delivery plus idempotency keys
+//!   gives an exactly-once effect;
+//! - transient failures (database unreachable) keep the batch unacked and retry it with
+//!   backoff, so nothing is lost and nothing is dead-lettered because a dependency was down;
+//! - permanent failures (bad payload, unknown entry point) go to the dead queue at once;
+//! - a failing batch falls back to one delivery at a time, so one bad message cannot poison
+//!   the others.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use futures_util::StreamExt;
+use intake_adapters::{AdapterRegistry, ChannelType, Delivery as AdapterDelivery, Headers};
+use lapin::message::Delivery;
+use lapin::options::{BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicQosOptions};
+use lapin::types::{AMQPValue, FieldTable};
+use lapin::{BasicProperties, Channel, Connection};
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use super::envelope::{self, parse_routing_key};
+use super::publish::ConfirmedPublisher;
+use super::topology::Topology;
+use super::{header_string, long_string};
+use crate::store::{self, ResolveError, ResolvedEntryPoint};
+use crate::update::{self, Effect, MessageOwners, Target, UpdateError, UpdateRequest};
+
+/// Tuning of the consumer.
+#[derive(Debug, Clone)]
+pub struct WorkerSettings {
+    pub topology: Topology,
+    /// Unacked deliveries the broker may push to one consumer (must be ≥ batch size).
+    pub prefetch: u16,
+    /// Deliveries applied in one database transaction.
+    pub batch_size: usize,
+    /// How long to wait for a batch to fill after its first delivery.
+    pub batch_wait: Duration,
+    /// Bodies above this size are dead-lettered unread.
+    pub max_message_bytes: usize,
+    /// Channel types to consume; all by default.
+    pub channel_types: Vec<ChannelType>,
+    /// How long a positive entry-point lookup is cached.
+    pub entry_point_cache_ttl: Duration,
+}
+
+impl WorkerSettings {
+    pub fn new(topology: Topology) -> Self {
+        WorkerSettings {
+            topology,
+            prefetch: 200,
+            batch_size: 100,
+            batch_wait: Duration::from_millis(5),
+            max_message_bytes: 25 * 1024 * 1024,
+            channel_types: ChannelType::ALL.to_vec(),
+            entry_point_cache_ttl: Duration::from_secs(30),
+        }
+    }
+}
+
+/// What to do with one delivery.
+#[derive(Debug)]
+enum Plan {
+    Apply(Vec<UpdateRequest>),
+    /// Nothing to apply (an event the adapter ignores).
+    Skip,
+    /// Try again later through the retry queues.
+    Retry { reason: &'static str, error: String },
+    /// Permanent failure.
+    Dead { reason: &'static str, error: String },
+}
+
+/// A failure that goes away by itself (database or broker unreachable): keep the deliveries
+/// unacked and try again.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct Transient(String);
+
+/// Positive entry-point lookups; unknown ones are never cached, so a newly registered entry
+/// point is seen at once.
+#[derive(Default)]
+struct EntryPointCache {
+    entries: Mutex<HashMap<(ChannelType, String, Option<String>), (ResolvedEntryPoint, Instant)>>,
+}
+
+/// Shared by all consumers of one worker process.
+struct Shared {
+    pool: PgPool,
+    registry: AdapterRegistry,
+    settings: WorkerSettings,
+    cache: EntryPointCache,
+    shutdown: CancellationToken,
+}
+
+/// Run the worker until `shutdown` is cancelled: connect, declare the topology, consume every
+/// queue; on any connection loss start over with backoff.
+pub async fn run(
+    pool: PgPool,
+    registry: AdapterRegistry,
+    amqp_url: String,
+    settings: WorkerSettings,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    anyhow::ensure!(settings.batch_size >= 1, "batch size must be at least 1");
+    anyhow::ensure!(
+        usize::from(settings.prefetch) >= settings.batch_size,
+        "prefetch ({}) must be at least the batch size ({})",
+        settings.prefetch,
+        settings.batch_size
+    );
+    let shared = Arc::new(Shared { pool, registry, settings, cache: EntryPointCache::default(), shutdown });
+    let mut backoff = Duration::from_millis(250);
+    loop {
+        if shared.shutdown.is_cancelled() {
+            return Ok(());
+        }
+        let started = Instant::now();
+        match run_session(&shared, &amqp_url).await {
+            Ok(()) => return Ok(()),
+            Err(e) => {
+                if started.elapsed() > Duration::from_secs(30) {
+                    backoff = Duration::from_millis(250);
+                }
+                tracing::warn!(error = %format!("{e:#}"), retry_in = ?backoff, "worker session ended; reconnecting");
+                metrics::counter!("intake_worker_reconnects_total").increment(1);
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = shared.shutdown.cancelled() => return Ok(()),
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(30));
+            }
+        }
+    }
+}
+
+/// One connection's life. `Ok` means shutdown was requested and in-flight work is done.
+async fn run_session(shared: &Arc<Shared>, amqp_url: &str) -> anyhow::Result<()> {
+    let connection = super::connect(amqp_url, "intake-worker").await?;
+    let setup = connection.create_channel().await?;
+    shared.settings.topology.declare(&setup).await?;
+
+    let mut consumers = tokio::task::JoinSet::new();
+    for &channel_type in &shared.settings.channel_types {
+        let shared = shared.clone();
+        let queue = shared.settings.topology.queue(channel_type);
+        let consume_channel = connection.create_channel().await?;
+        let publisher = ConfirmedPublisher::open(&connection).await?;
+        consumers.spawn(
+            async move { consume_queue(shared, channel_type, consume_channel, publisher).await }
+                .instrument(tracing::info_span!("consumer", %queue)),
+        );
+    }
+    tracing::info!(queues = ?shared.settings.channel_types, "worker consuming");
+    // The first consumer to stop decides: an error ends the session for all of them.
+    let mut result = Ok(());
+    while let Some(joined) = consumers.join_next().await {
+        let outcome = joined.map_err(anyhow::Error::from).and_then(|r| r);
+        if let Err(e) = outcome {
+            result = Err(e);
+            break;
+        }
+    }
+    if result.is_err() {
+        consumers.abort_all();
+    }
+    let _ = close_connection(&connection).await;
+    result
+}
+
+async fn close_connection(connection: &Connection) -> lapin::Result<()> {
+    tokio::time::timeout(Duration::from_secs(5), connection.close(200, "bye".into()))
+        .await
+        .unwrap_or(Ok(()))
+}
+
+async fn consume_queue(
+    shared: Arc<Shared>,
+    channel_type: ChannelType,
+    channel: Channel,
+    publisher: ConfirmedPublisher,
+) -> anyhow::Result<()> {
+    let settings = &shared.settings;
+    let queue = settings.topology.queue(channel_type);
+    channel.basic_qos(settings.prefetch, BasicQosOptions::default()).await?;
+    let mut consumer = channel
+        .basic_consume(queue.as_str().into(), "".into(), BasicConsumeOptions::default(), FieldTable::default())
+        .await?;
+    let consumer_tag = consumer.tag();
+    loop {
+        let first = tokio::select! {
+            biased;
+            _ = shared.shutdown.cancelled() => break,
+            next = consumer.next() => next,
+        };
+        let first = match first {
+            Some(d) => d?,
+            None => anyhow::bail!("consumer on `{queue}` was cancelled by the broker"),
+        };
+        let mut batch = vec![first];
+        let deadline = tokio::time::Instant::now() + settings.batch_wait;
+        while batch.len() < settings.batch_size {
+            match tokio::time::timeout_at(deadline, consumer.next()).await {
+                Ok(Some(Ok(d))) => batch.push(d),
+                Ok(Some(Err(e))) => return Err(e.into()),
+                Ok(None) | Err(_) => break,
+            }
+        }
+        if !process_batch(&shared, &channel, &publisher, batch).await? {
+            break; // shutdown while the database was down: leave the batch unacked
+        }
+    }
+    // Graceful stop: no new deliveries; prefetched ones are requeued when the channel closes.
+    let _ = channel.basic_cancel(consumer_tag, BasicCancelOptions::default()).await;
+    tracing::info!(%queue, "consumer stopped");
+    Ok(())
+}
+
+/// Everything about a delivery the worker needs after planning.
+struct Inflight {
+    delivery: Delivery,
+    adapter: String,
+    attempt: u32,
+    plan: Plan,
+}
+
+/// Plan, apply and ack one batch. `Ok(false)` means shutdown came while the work could not be
+/// finished (it stays unacked and will be redelivered).
+async fn process_batch(
+    shared: &Shared,
+    channel: &Channel,
+    publisher: &ConfirmedPublisher,
+    batch: Vec<Delivery>,
+) -> anyhow::Result<bool> {
+    let last_tag = batch.last().expect("non-empty batch").delivery_tag;
+    metrics::histogram!("intake_batch_size").record(batch.len() as f64);
+    let mut inflight = Vec::with_capacity(batch.len());
+    for delivery in batch {
+        let (adapter, _, attempt) = delivery_labels(&delivery);
+        metrics::counter!("intake_messages_consumed_total", "adapter" => adapter.clone()).increment(1);
+        inflight.push(Inflight { delivery, adapter, attempt, plan: Plan::Skip });
+    }
+    // Planning reads entry points: retry it while the database is unreachable.
+    for item in &mut inflight {
+        item.plan = match with_backoff(shared, || plan(shared, &item.delivery)).await {
+            Some(plan) => plan,
+            None => return Ok(false),
+        };
+    }
+
+    let requests: Vec<UpdateRequest> = inflight
+        .iter()
+        .filter_map(|i| match &i.plan {
+            Plan::Apply(r) => Some(r.iter().cloned()),
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    let started = Instant::now();
+    let batch_result = if requests.is_empty() {
+        Ok(Vec::new())
+    } else {
+        match with_backoff(shared, || apply_classified(&shared.pool, &requests)).await {
+            Some(result) => result,
+            None => return Ok(false),
+        }
+    };
+    match batch_result {
+        Ok(outcomes) => {
+            metrics::histogram!("intake_apply_duration_seconds").record(started.elapsed().as_secs_f64());
+            let mut outcomes = outcomes.into_iter();
+            for item in &inflight {
+                if let Plan::Apply(r) = &item.plan {
+                    let effects: Vec<Effect> = outcomes.by_ref().take(r.len()).map(|o| o.effect).collect();
+                    record_applied(item, &effects);
+                }
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, size = inflight.len(), "batch failed; applying one by one");
+            for item in &mut inflight {
+                let Plan::Apply(requests) = &item.plan else { continue };
+                let result = match with_backoff(shared, || apply_classified(&shared.pool, requests)).await {
+                    Some(r) => r,
+                    None => return Ok(false),
+                };
+                match result {
+                    Ok(outcomes) => {
+                        let effects: Vec<Effect> = outcomes.iter().map(|o| o.effect).collect();
+                        record_applied(item, &effects);
+                    }
+                    Err(e) => item.plan = plan_for_update_error(e),
+                }
+            }
+        }
+    }
+
+    for item in &inflight {
+        match &item.plan {
+            Plan::Retry { reason, error } => retry_or_dead(shared, publisher, item, reason, error).await?,
+            Plan::Dead { reason, error } => dead_letter(shared, publisher, item, reason, error).await?,
+            Plan::Skip => {
+                metrics::counter!("intake_messages_skipped_total", "adapter" => item.adapter.clone()).increment(1)
+            }
+            Plan::Apply(_) => {}
+        }
+    }
+    // One ack for the whole batch: every earlier tag on this channel is settled.
+    channel.basic_ack(last_tag, BasicAckOptions { multiple: true }).await?;
+    Ok(true)
+}
+
+fn delivery_labels(delivery: &Delivery) -> (String, String, u32) {
+    let headers = delivery.properties.headers().as_ref();
+    let routing_key = header_string(headers, envelope::ORIGINAL_ROUTING_KEY)
+        .unwrap_or_else(|| delivery.routing_key.as_str().to_owned());
+    let adapter = routing_key.split('.').nth(1).unwrap_or("unknown").to_owned();
+    let attempt = header_string(headers, envelope::ATTEMPT).and_then(|a| a.parse().ok()).unwrap_or(1);
+    (adapter, routing_key, attempt)
+}
+
+fn record_applied(item: &Inflight, effects: &[Effect]) {
+    for effect in effects {
+        metrics::counter!("intake_messages_applied_total", "adapter" => item.adapter.clone(), "effect" => crate::metrics::effect_label(*effect)).increment(1);
+    }
+    if let Some(ms) = header_string(item.delivery.properties.headers().as_ref(), envelope::PUBLISHED_AT_MS)
+        .and_then(|v| v.parse::<i64>().ok())
+    {
+        let latency = (Utc::now().timestamp_millis() - ms).max(0) as f64 / 1000.0;
+        metrics::histogram!("intake_publish_to_commit_seconds", "adapter" => item.adapter.clone()).record(latency);
+    }
+}
+
+/// Run `f` until it stops failing transiently, sleeping with exponential backoff; `None` when
+/// shutdown is requested meanwhile.
+async fn with_backoff<T, F, Fut>(shared: &Shared, mut f: F) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, Transient>>,
+{
+    let mut delay = Duration::from_millis(100);
+    loop {
+        match f().await {
+            Ok(v) => return Some(v),
+            Err(Transient(e)) => {
+                tracing::warn!(error = %e, retry_in = ?delay, "transient failure; deliveries stay unacked");
+                metrics::counter!("intake_transient_failures_total").increment(1);
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = shared.shutdown.cancelled() => return None,
+                }
+                delay = (delay * 2).min(Duration::from_secs(10));
+            }
+        }
+    }
+}
+
+/// Apply, separating transient database failures from answers about the batch.
+async fn apply_classified(
+    pool: &PgPool,
+    requests: &[UpdateRequest],
+) -> Result<Result<Vec<update::UpdateOutcome>, UpdateError>, Transient> {
+    match update::apply_batch(pool, requests).await {
+        Err(UpdateError::Database(e)) if is_transient_db(&e) => Err(Transient(format!("database: {e}"))),
+        other => Ok(other),
+    }
+}
+
+/// Data and integrity errors are about the message (e.g. a NUL byte PostgreSQL refuses);
+/// everything else about the database (down, restarting, out of connections) passes.
+pub fn is_transient_db(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Database(db) => {
+            let code = db.code().unwrap_or_default();
+            !(code.starts_with("22") || code.starts_with("23"))
+        }
+        sqlx::Error::Encode(_) | sqlx::Error::Decode(_) | sqlx::Error::ColumnDecode { .. } | sqlx::Error::TypeNotFound { .. } => false,
+        _ => true,
+    }
+}
+
+fn plan_for_update_error(e: UpdateError) -> Plan {
+    match e {
+        // The message an edit or status refers to may not have arrived yet.
+        UpdateError::MessageNotFound(_) => Plan::Retry { reason: "unknown_message", error: e.to_string() },
+        UpdateError::ConversationNotFound => Plan::Dead { reason: "unknown_conversation", error: e.to_string() },
+        UpdateError::KeyConflict { .. } => Plan::Dead { reason: "idempotency_conflict", error: e.to_string() },
+        UpdateError::Invalid(_) => Plan::Dead { reason: "invalid_update", error: e.to_string() },
+        UpdateError::Database(_) => Plan::Dead { reason: "database_rejected", error: e.to_string() },
+    }
+}
+
+/// Decode the delivery and resolve its entry points.
+async fn plan(shared: &Shared, delivery: &Delivery) -> Result<Plan, Transient> {
+    let dead = |reason: &'static str, error: String| Ok(Plan::Dead { reason, error });
+    let (_, routing_key, _) = delivery_labels(delivery);
+    let (channel_type, adapter_key, suffix) = match parse_routing_key(&routing_key) {
+        Ok(parts) => parts,
+        Err(e) => return dead("bad_routing_key", e),
+    };
+    if let Some(suffix) = suffix {
+        return dead("bad_routing_key", format!("routing key `{routing_key}`: no consumer for `.{suffix}` messages"));
+    }
+    let limit = shared.settings.max_message_bytes;
+    if delivery.data.len() > limit {
+        return dead("payload_too_large", format!("body is {} bytes, over the {limit}-byte limit", delivery.data.len()));
+    }
+    let Some(adapter) = shared.registry.get(channel_type, adapter_key) else {
+        return dead("unknown_adapter", format!("no adapter `{adapter_key}` for channel type {channel_type}"));
+    };
+    let properties_headers = delivery.properties.headers().as_ref();
+    let headers: Headers = properties_headers
+        .map(|t| {
+            t.inner()
+                .iter()
+                .filter_map(|(k, v)| Some((k.as_str().to_ascii_lowercase(), super::value_string(v)?)))
+                .collect()
+        })
+        .unwrap_or_default();
+    let envelope_external = header_string(properties_headers, envelope::EXTERNAL_CHANNEL_ID);
+    let project = header_string(properties_headers, envelope::PROJECT);
+    let received_at = delivery_time(&delivery.properties);
+    let adapter_delivery = AdapterDelivery {
+        body: &delivery.data,
+        headers: &headers,
+        external_channel_id: envelope_external.as_deref(),
+        received_at,
+    };
+    let updates = match adapter.decode(&adapter_delivery).await {
+        Ok(u) => u,
+        Err(e) => return dead(e.reason_code(), e.to_string()),
+    };
+    if updates.is_empty() {
+        return Ok(Plan::Skip);
+    }
+    let mut requests = Vec::with_capacity(updates.len());
+    for update in updates {
+        let Some(external) = update.external_channel_id.clone().or_else(|| envelope_external.clone()) else {
+            return dead(
+                "missing_entry_point",
+                format!("neither the payload nor the `{}` header names the entry point", envelope::EXTERNAL_CHANNEL_ID),
+            );
+        };
+        let entry_point = match resolve_cached(shared, channel_type, &external, project.as_deref()).await {
+            Ok(ep) => ep,
+            Err(e @ ResolveError::Unknown { .. }) => return dead("unknown_entry_point", e.to_string()),
+            Err(e @ ResolveError::Ambiguous { .. }) => return dead("ambiguous_entry_point", e.to_string()),
+            Err(ResolveError::Database(e)) if is_transient_db(&e) => return Err(Transient(format!("database: {e}"))),
+            Err(ResolveError::Database(e)) => return dead("database_rejected", e.to_string()),
+        };
+        requests.push(UpdateRequest {
+            project_id: entry_point.project_id,
+            target: Target::Channel { entry_point_id: entry_point.id, thread: update.thread },
+            action: Some(update.action),
+            owners: MessageOwners::default(),
+            attributes: Default::default(),
+        });
+    }
+    Ok(Plan::Apply(requests))
+}
+
+/// When the publisher sent it (ms header, else the AMQP timestamp), else now.
+fn delivery_time(properties: &BasicProperties) -> DateTime<Utc> {
+    let headers = properties.headers().as_ref();
+    header_string(headers, envelope::PUBLISHED_AT_MS)
+        .and_then(|ms| ms.parse::<i64>().ok())
+        .and_then(DateTime::from_timestamp_millis)
+        .or_else(|| properties.timestamp().and_then(|s| DateTime::from_timestamp(s as i64, 0)))
+        .unwrap_or_else(Utc::now)
+}
+
+async fn resolve_cached(
+    shared: &Shared,
+    channel_type: ChannelType,
+    external: &str,
+    project: Option<&str>,
+) -> Result<ResolvedEntryPoint, ResolveError> {
+    let key = (channel_type, external.to_owned(), project.map(str::to_owned));
+    if let Some((ep, at)) = shared.cache.entries.lock().expect("cache lock").get(&key) {
+        if at.elapsed() < shared.settings.entry_point_cache_ttl {
+            return Ok(ep.clone());
+        }
+    }
+    let ep = store::resolve_entry_point(&shared.pool, channel_type, external, project).await?;
+    shared.cache.entries.lock().expect("cache lock").insert(key, (ep.clone(), Instant::now()));
+    Ok(ep)
+}
+
+/// Headers for a copy of `delivery` that intake republishes (retry or dead letter).
+fn republish_headers(item: &Inflight) -> FieldTable {
+    let delivery = &item.delivery;
+    let mut headers = delivery.properties.headers().clone().unwrap_or_default();
+    let (_, routing_key, _) = delivery_labels(delivery);
+    let original_exchange = header_string(Some(&headers), envelope::ORIGINAL_EXCHANGE)
+        .unwrap_or_else(|| delivery.exchange.as_str().to_owned());
+    if header_string(Some(&headers), envelope::FIRST_SEEN).is_none() {
+        headers.insert(envelope::FIRST_SEEN.into(), long_string(delivery_time(&delivery.properties).to_rfc3339()));
+    }
+    headers.insert(envelope::ORIGINAL_ROUTING_KEY.into(), long_string(routing_key));
+    headers.insert(envelope::ORIGINAL_EXCHANGE.into(), long_string(original_exchange));
+    headers
+}
+
+async fn retry_or_dead(
+    shared: &Shared,
+    publisher: &ConfirmedPublisher,
+    item: &Inflight,
+    reason: &'static str,
+    error: &str,
+) -> anyhow::Result<()> {
+    let (_, routing_key, _) = delivery_labels(&item.delivery);
+    let channel_type = parse_routing_key(&routing_key).map(|p| p.0).unwrap_or(ChannelType::Webhook);
+    let Some(retry_queue) = shared.settings.topology.retry_queue(channel_type, item.attempt as usize - 1) else {
+        let error = format!("{reason}: {error} (gave up after {} attempts)", item.attempt);
+        return dead_letter(shared, publisher, item, "retries_exhausted", &error).await;
+    };
+    let mut headers = republish_headers(item);
+    headers.insert(envelope::ATTEMPT.into(), AMQPValue::LongLongInt(i64::from(item.attempt) + 1));
+    headers.insert(envelope::REASON.into(), long_string(reason));
+    headers.insert(envelope::ERROR.into(), long_string(error));
+    let properties = item.delivery.properties.clone().with_headers(headers);
+    publisher.publish("", &retry_queue, &item.delivery.data, properties).await?;
+    tracing::info!(adapter = %item.adapter, reason, attempt = item.attempt, queue = %retry_queue, "message scheduled for retry");
+    metrics::counter!("intake_messages_retried_total", "adapter" => item.adapter.clone(), "reason" => reason).increment(1);
+    Ok(())
+}
+
+async fn dead_letter(
+    shared: &Shared,
+    publisher: &ConfirmedPublisher,
+    item: &Inflight,
+    reason: &'static str,
+    error: &str,
+) -> anyhow::Result<()> {
+    let mut headers = republish_headers(item);
+    let dead_id = hex::encode(rand::random::<[u8; 6]>());
+    headers.insert(envelope::REASON.into(), long_string(reason));
+    headers.insert(envelope::ERROR.into(), long_string(error));
+    headers.insert(envelope::ADAPTER.into(), long_string(item.adapter.clone()));
+    headers.insert(envelope::ATTEMPT.into(), AMQPValue::LongLongInt(i64::from(item.attempt)));
+    headers.insert(envelope::DEAD_ID.into(), long_string(dead_id.clone()));
+    headers.insert(envelope::DEAD_AT.into(), long_string(Utc::now().to_rfc3339()));
+    let properties = item.delivery.properties.clone().with_headers(headers);
+    publisher.publish("", &shared.settings.topology.dead_queue, &item.delivery.data, properties).await?;
+    let message_id = item.delivery.properties.message_id().as_ref().map(|m| m.as_str().to_owned());
+    tracing::warn!(adapter = %item.adapter, reason, error, dead_id, message_id, "message dead-lettered");
+    metrics::counter!("intake_messages_dead_lettered_total", "adapter" => item.adapter.clone(), "reason" => reason).increment(1);
+    Ok(())
+}

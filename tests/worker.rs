@@ -1,0 +1,330 @@
+//! The queue worker against the real RabbitMQ and PostgreSQL: happy paths, duplicates, dead
+//! letters and replay, retries, a database outage, graceful shutdown and competing workers.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use common::*;
+use intake::adapters::webhook::GenericWebhookAdapter;
+use intake::adapters::{
+    AdapterError, AdapterRegistry, ChannelAdapter, ChannelType, Delivery, NormalizedUpdate, ThreadRef, UpdateAction,
+};
+use intake::amqp::dlq::{self, Selection};
+use intake::amqp::worker::{self, WorkerSettings};
+use intake::store;
+use serde_json::json;
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+
+/// Emits an edit of the message whose key is the body: exercises the retry path, since an
+/// edit can arrive before the message it edits.
+struct EditAdapter;
+
+#[async_trait]
+impl ChannelAdapter for EditAdapter {
+    fn channel_type(&self) -> ChannelType {
+        ChannelType::Chat
+    }
+    fn adapter_key(&self) -> &str {
+        "edits"
+    }
+    async fn decode(&self, d: &Delivery<'_>) -> Result<Vec<NormalizedUpdate>, AdapterError> {
+        Ok(vec![NormalizedUpdate {
+            external_channel_id: None,
+            thread: ThreadRef::default(),
+            action: UpdateAction::Edit {
+                idempotency_key: String::from_utf8_lossy(d.body).into_owned(),
+                body: "edited".into(),
+                edited_at: d.received_at,
+            },
+        }])
+    }
+}
+
+fn registry() -> AdapterRegistry {
+    let mut r = AdapterRegistry::with_defaults();
+    r.register(Arc::new(GenericWebhookAdapter::new(ChannelType::Email, "test")));
+    r.register(Arc::new(GenericWebhookAdapter::new(ChannelType::Chat, "test")));
+    r.register(Arc::new(EditAdapter));
+    r
+}
+
+struct RunningWorker {
+    stop: CancellationToken,
+    handle: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl RunningWorker {
+    async fn stop(self) {
+        self.stop.cancel();
+        tokio::time::timeout(Duration::from_secs(30), self.handle).await.expect("worker stops").unwrap().unwrap();
+    }
+}
+
+async fn start_worker(db_url: &str, broker: &TestBroker, tune: impl FnOnce(&mut WorkerSettings)) -> RunningWorker {
+    // Its own pool, as a separate process would have.
+    let pool = store::connect(db_url, 5).await.unwrap();
+    let mut settings = WorkerSettings::new(broker.topology.clone());
+    tune(&mut settings);
+    let stop = CancellationToken::new();
+    let handle = tokio::spawn(worker::run(pool, registry(), AMQP_URL.into(), settings, stop.clone()));
+    RunningWorker { stop, handle }
+}
+
+fn webhook(id: &str, thread: &str, at: &str) -> Vec<u8> {
+    serde_json::to_vec(&json!({"id": id, "conversationKey": thread, "direction": "inbound",
+        "sender": {"id": "c-1", "displayName": "Lin"}, "body": format!("message {id}"), "occurredAt": at}))
+    .unwrap()
+}
+
+async fn messages(pool: &PgPool) -> i64 {
+    count(pool, "SELECT count(*) FROM messages").await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_channel_type_reaches_a_conversation() {
+    let db = TestDb::new().await;
+    let broker = TestBroker::new().await;
+    let email = db.project_with_entry_point("p", ChannelType::Email, "test", "support@example.com").await;
+    let chat = db.project_with_entry_point("p", ChannelType::Chat, "test", "C024BE91L").await;
+    let hook = db.project_with_entry_point("p", ChannelType::Webhook, "webhook", "shop").await;
+    let w = start_worker(&db.url, &broker, |_| {}).await;
+    broker.publish("email.test", Some("Support@Example.com"), &webhook("e1", "t", "2030-01-01T00:00:00Z")).await;
+    broker.publish("chat.test", Some("C024BE91L"), &webhook("c1", "t", "2030-01-01T00:00:00Z")).await;
+    broker.publish("webhook.webhook", Some("shop"), &webhook("w1", "t", "2030-01-01T00:00:00Z")).await;
+    wait_until(30, "3 messages", || async { messages(&db.pool).await == 3 }).await;
+    for (ep, key) in [(email, "e1"), (chat, "c1"), (hook, "w1")] {
+        let conversation: uuid::Uuid =
+            sqlx::query_scalar("SELECT conversation_id FROM messages WHERE idempotency_key = $1 AND entry_point_id = $2")
+                .bind(key)
+                .bind(ep)
+                .fetch_one(&db.pool)
+                .await
+                .unwrap();
+        let bundle = store::load_conversation(&db.pool, "p", conversation).await.unwrap().unwrap();
+        assert_eq!(bundle.conversation.last_inbound_at, Some(at("2030-01-01T00:00:00Z")));
+        assert_eq!(bundle.conversation.preview.as_deref(), Some(format!("message {key}").as_str()));
+        assert_eq!(bundle.entry_points[0].id, ep);
+    }
+    w.stop().await;
+    assert!(broker.dead_letters().await.is_empty());
+    broker.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_is_dead_lettered_with_a_reason_and_good_input_around_it_applies() {
+    let db = TestDb::new().await;
+    let broker = TestBroker::new().await;
+    db.project_with_entry_point("p", ChannelType::Webhook, "webhook", "shop").await;
+    let w = start_worker(&db.url, &broker, |s| s.max_message_bytes = 64 * 1024).await;
+    broker.publish("webhook.webhook", Some("shop"), &webhook("ok-1", "t", "2030-01-01T00:00:00Z")).await;
+    broker.publish("webhook.webhook", Some("nowhere"), &webhook("x-1", "t", "2030-01-01T00:00:00Z")).await;
+    broker.publish("webhook.webhook", Some("shop"), b"{\"id\": oops").await;
+    broker.publish("webhook.webhook", None, &webhook("x-2", "t", "2030-01-01T00:00:00Z")).await;
+    broker.publish("webhook.nope", Some("shop"), &webhook("x-3", "t", "2030-01-01T00:00:00Z")).await;
+    broker.publish("webhook.webhook", Some("shop"), &vec![b' '; 100 * 1024]).await;
+    broker.publish("webhook.webhook", Some("shop"), "{\"id\":\"nul\",\"direction\":\"inbound\",\"body\":\"a\\u0000b\"}".as_bytes()).await;
+    broker.publish("webhook.webhook", Some("shop"), &webhook("ok-2", "t", "2030-01-01T00:01:00Z")).await;
+    wait_until(30, "6 dead letters", || async { broker.depth(&broker.topology.dead_queue).await == 6 }).await;
+    wait_until(30, "2 good messages", || async { messages(&db.pool).await == 2 }).await;
+    let mut reasons: Vec<String> = broker.dead_letters().await.into_iter().map(|d| d.reason).collect();
+    reasons.sort();
+    assert_eq!(
+        reasons,
+        ["database_rejected", "malformed_payload", "missing_entry_point", "payload_too_large", "unknown_adapter", "unknown_entry_point"]
+    );
+    let letters = broker.dead_letters().await;
+    let unknown = letters.iter().find(|d| d.reason == "unknown_entry_point").unwrap();
+    assert_eq!(unknown.adapter, "webhook");
+    assert_eq!(unknown.attempts, 1);
+    assert_eq!(unknown.routing_key, "webhook.webhook");
+    assert!(unknown.error.contains("nowhere"), "{}", unknown.error);
+    assert!(unknown.first_seen.is_some() && unknown.dead_at.is_some());
+    assert_eq!(unknown.body, webhook("x-1", "t", "2030-01-01T00:00:00Z"), "the original body is kept");
+    w.stop().await;
+    broker.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn duplicates_redeliveries_and_replays_apply_once() {
+    let db = TestDb::new().await;
+    let broker = TestBroker::new().await;
+    let w = start_worker(&db.url, &broker, |_| {}).await;
+    // Dead-lettered first: its entry point does not exist yet.
+    broker.publish("webhook.webhook", Some("late"), &webhook("r-1", "t", "2030-01-01T00:00:00Z")).await;
+    wait_until(30, "a dead letter", || async { broker.depth(&broker.topology.dead_queue).await == 1 }).await;
+    db.project_with_entry_point("p", ChannelType::Webhook, "webhook", "late").await;
+    // The same message published three more times.
+    for _ in 0..3 {
+        broker.publish("webhook.webhook", Some("late"), &webhook("r-1", "t", "2030-01-01T00:00:00Z")).await;
+    }
+    wait_until(30, "the message", || async { messages(&db.pool).await == 1 }).await;
+    // Replay the dead letter: recognised, changes nothing.
+    let channel = broker.connection.create_channel().await.unwrap();
+    let replayed =
+        dlq::settle(&channel, Some(&broker.publisher), &broker.topology.dead_queue, &Selection::All, 100, |_| {})
+            .await
+            .unwrap();
+    assert_eq!(replayed, 1);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    wait_until(30, "queue drained", || async { broker.depth(&broker.topology.queue(ChannelType::Webhook)).await == 0 })
+        .await;
+    assert_eq!(messages(&db.pool).await, 1);
+    assert_eq!(broker.depth(&broker.topology.dead_queue).await, 0);
+    w.stop().await;
+    broker.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_by_reason_applies_after_the_entry_point_exists() {
+    let db = TestDb::new().await;
+    let broker = TestBroker::new().await;
+    let w = start_worker(&db.url, &broker, |_| {}).await;
+    for i in 0..5 {
+        broker.publish("webhook.webhook", Some("new-shop"), &webhook(&format!("m{i}"), "t", "2030-01-01T00:00:00Z")).await;
+    }
+    broker.publish("webhook.webhook", Some("new-shop"), b"not json").await;
+    wait_until(30, "6 dead letters", || async { broker.depth(&broker.topology.dead_queue).await == 6 }).await;
+    db.project_with_entry_point("p", ChannelType::Webhook, "webhook", "new-shop").await;
+    let channel = broker.connection.create_channel().await.unwrap();
+    let selection = Selection::Reason("unknown_entry_point".into());
+    let n = dlq::settle(&channel, Some(&broker.publisher), &broker.topology.dead_queue, &selection, 100, |_| {})
+        .await
+        .unwrap();
+    assert_eq!(n, 5);
+    channel.close(200, "".into()).await.unwrap();
+    wait_until(30, "5 replayed messages", || async { messages(&db.pool).await == 5 }).await;
+    let left = broker.dead_letters().await;
+    assert_eq!(left.len(), 1, "the malformed one stays");
+    assert_eq!(left[0].reason, "malformed_payload");
+    w.stop().await;
+    broker.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retryable_failures_back_off_then_apply_or_dead_letter() {
+    let db = TestDb::new().await;
+    let broker = TestBroker::new().await;
+    db.project_with_entry_point("p", ChannelType::Chat, "edits", "C1").await;
+    db.project_with_entry_point("p", ChannelType::Chat, "test", "C1b").await;
+    let w = start_worker(&db.url, &broker, |_| {}).await;
+    // An edit of a message that never comes: retried twice (200ms, 400ms), then dead.
+    broker.publish("chat.edits", Some("C1"), b"never").await;
+    wait_until(30, "retries exhausted", || async { broker.depth(&broker.topology.dead_queue).await == 1 }).await;
+    let dead = broker.dead_letters().await.remove(0);
+    assert_eq!(dead.reason, "retries_exhausted");
+    assert_eq!(dead.attempts, 3);
+    assert!(dead.error.contains("unknown_message"), "{}", dead.error);
+    assert_eq!(dead.routing_key, "chat.edits");
+    // An edit that arrives just before its message: applied on a retry.
+    broker.publish("chat.edits", Some("C1"), b"soon").await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    broker.publish("chat.test", Some("C1b"), &webhook("soon", "t", "2030-01-01T00:00:00Z")).await;
+    wait_until(30, "edit applied", || async {
+        count(&db.pool, "SELECT count(*) FROM messages WHERE idempotency_key = 'soon' AND body = 'edited'").await == 1
+    })
+    .await;
+    assert_eq!(broker.depth(&broker.topology.dead_queue).await, 1);
+    w.stop().await;
+    broker.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_outage_delays_but_loses_nothing() {
+    let db = TestDb::new().await;
+    let broker = TestBroker::new().await;
+    db.project_with_entry_point("p", ChannelType::Webhook, "webhook", "shop").await;
+    let w = start_worker(&db.url, &broker, |_| {}).await;
+    broker.publish("webhook.webhook", Some("shop"), &webhook("before", "t", "2030-01-01T00:00:00Z")).await;
+    wait_until(30, "first message", || async { messages(&db.pool).await == 1 }).await;
+
+    // Take the database away: refuse new connections and cut the open ones.
+    let admin = sqlx::PgPool::connect(&format!("{ADMIN_URL}/postgres")).await.unwrap();
+    sqlx::query(&format!("ALTER DATABASE \"{}\" ALLOW_CONNECTIONS false", db.name)).execute(&admin).await.unwrap();
+    sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1")
+        .bind(&db.name)
+        .execute(&admin)
+        .await
+        .unwrap();
+    for i in 0..20 {
+        broker.publish("webhook.webhook", Some("shop"), &webhook(&format!("during-{i}"), "t", "2030-01-01T00:00:00Z")).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(broker.depth(&broker.topology.dead_queue).await, 0, "an outage is not the messages' fault");
+    sqlx::query(&format!("ALTER DATABASE \"{}\" ALLOW_CONNECTIONS true", db.name)).execute(&admin).await.unwrap();
+
+    wait_until(60, "all 21 messages after recovery", || async {
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM messages").fetch_one(&db.pool).await.ok() == Some(21)
+    })
+    .await;
+    assert_eq!(broker.depth(&broker.topology.dead_queue).await, 0);
+    w.stop().await;
+    broker.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_shutdown_loses_nothing() {
+    let db = TestDb::new().await;
+    let broker = TestBroker::new().await;
+    db.project_with_entry_point("p", ChannelType::Webhook, "webhook", "shop").await;
+    for i in 0..400 {
+        broker.publish("webhook.webhook", Some("shop"), &webhook(&format!("g{i}"), &format!("t{}", i % 7), "2030-01-01T00:00:00Z")).await;
+    }
+    let w = start_worker(&db.url, &broker, |s| s.batch_size = 20).await;
+    wait_until(30, "some progress", || async { messages(&db.pool).await > 50 }).await;
+    w.stop().await;
+    let applied = messages(&db.pool).await;
+    let queue = broker.topology.queue(ChannelType::Webhook);
+    // Every message is either applied or back in the queue; none lost, none stuck unacked.
+    wait_until(10, "unacked messages back", || async { broker.depth(&queue).await as i64 + applied >= 400 }).await;
+    assert_eq!(broker.depth(&queue).await as i64 + applied, 400);
+    let w = start_worker(&db.url, &broker, |_| {}).await;
+    wait_until(30, "all 400", || async { messages(&db.pool).await == 400 }).await;
+    w.stop().await;
+    broker.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_workers_on_one_queue_keep_every_conversation_right() {
+    let db = TestDb::new().await;
+    let broker = TestBroker::new().await;
+    db.project_with_entry_point("p", ChannelType::Webhook, "webhook", "shop").await;
+    let a = start_worker(&db.url, &broker, |s| s.batch_size = 10).await;
+    let b = start_worker(&db.url, &broker, |s| s.batch_size = 10).await;
+    // 600 messages over 6 conversations, times shuffled, 100 of them duplicated.
+    let mut expected_last = std::collections::HashMap::new();
+    for i in 0..600u32 {
+        let thread = format!("t{}", i % 6);
+        let minute = (i * 37) % 600;
+        let t = format!("2030-01-01T{:02}:{:02}:00Z", minute / 60, minute % 60);
+        let e = expected_last.entry(thread.clone()).or_insert_with(|| t.clone());
+        if t > *e {
+            *e = t.clone();
+        }
+        broker.publish("webhook.webhook", Some("shop"), &webhook(&format!("m{i}"), &thread, &t)).await;
+        if i % 6 == 0 {
+            broker.publish("webhook.webhook", Some("shop"), &webhook(&format!("m{i}"), &thread, &t)).await;
+        }
+    }
+    wait_until(60, "600 messages", || async { messages(&db.pool).await == 600 }).await;
+    wait_until(30, "queue drained", || async { broker.depth(&broker.topology.queue(ChannelType::Webhook)).await == 0 })
+        .await;
+    a.stop().await;
+    b.stop().await;
+    let rows: Vec<(String, chrono::DateTime<chrono::Utc>, i64)> = sqlx::query_as(
+        "SELECT c.thread_key, c.last_message_at, (SELECT count(*) FROM messages m WHERE m.conversation_id = c.id)
+           FROM conversations c",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(rows.len(), 6);
+    for (thread, last, n) in rows {
+        assert_eq!(n, 100, "{thread}");
+        assert_eq!(last, at(&expected_last[&thread]), "{thread}");
+    }
+    broker.cleanup().await;
+}
