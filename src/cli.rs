@@ -314,14 +314,25 @@ async fn run_dlq(command: DlqCommand) -> anyhow::Result<()> {
                 println!("{:<14} {:<24} {:<12} {:>8} {:>6}  ERROR", "ID", "REASON", "ADAPTER", "ATTEMPTS", "AGE");
                 for d in &letters {
                     let error: String = d.error.chars().take(70).collect();
-                    println!("{:<14} {:<24} {:<12} {:>8} {:>6}  {}", d.id, d.reason, d.adapter, d.attempts, d.age(now), error);
+                    println!(
+                        "{:<14} {:<24} {:<12} {:>8} {:>6}  {}",
+                        d.id,
+                        d.reason,
+                        d.adapter,
+                        d.attempts,
+                        d.age(now),
+                        error
+                    );
                 }
                 eprintln!("{} dead letter(s) in `{queue}`", letters.len());
             }
         }
         DlqCommand::Show { id, .. } => {
             let letters = dlq::list(&channel, queue, usize::MAX).await?;
-            let d = letters.iter().find(|d| d.id == *id).ok_or_else(|| anyhow::anyhow!("no dead letter `{id}` in `{queue}`"))?;
+            let d = letters
+                .iter()
+                .find(|d| d.id == *id)
+                .ok_or_else(|| anyhow::anyhow!("no dead letter `{id}` in `{queue}`"))?;
             println!("{}", serde_json::to_string_pretty(d)?);
             println!("--- body ({} bytes) ---", d.size);
             println!("{}", String::from_utf8_lossy(&d.body));
@@ -365,8 +376,8 @@ pub async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("install SIGTERM handler");
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("install SIGTERM handler");
         tokio::select! {
             _ = ctrl_c => {},
             _ = term.recv() => {},

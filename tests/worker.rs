@@ -97,13 +97,14 @@ async fn each_channel_type_reaches_a_conversation() {
     broker.publish("webhook.webhook", Some("shop"), &webhook("w1", "t", "2030-01-01T00:00:00Z")).await;
     wait_until(30, "3 messages", || async { messages(&db.pool).await == 3 }).await;
     for (ep, key) in [(email, "e1"), (chat, "c1"), (hook, "w1")] {
-        let conversation: uuid::Uuid =
-            sqlx::query_scalar("SELECT conversation_id FROM messages WHERE idempotency_key = $1 AND entry_point_id = $2")
-                .bind(key)
-                .bind(ep)
-                .fetch_one(&db.pool)
-                .await
-                .unwrap();
+        let conversation: uuid::Uuid = sqlx::query_scalar(
+            "SELECT conversation_id FROM messages WHERE idempotency_key = $1 AND entry_point_id = $2",
+        )
+        .bind(key)
+        .bind(ep)
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
         let bundle = store::load_conversation(&db.pool, "p", conversation).await.unwrap().unwrap();
         assert_eq!(bundle.conversation.last_inbound_at, Some(at("2030-01-01T00:00:00Z")));
         assert_eq!(bundle.conversation.preview.as_deref(), Some(format!("message {key}").as_str()));
@@ -126,7 +127,13 @@ async fn bad_input_is_dead_lettered_with_a_reason_and_good_input_around_it_appli
     broker.publish("webhook.webhook", None, &webhook("x-2", "t", "2030-01-01T00:00:00Z")).await;
     broker.publish("webhook.nope", Some("shop"), &webhook("x-3", "t", "2030-01-01T00:00:00Z")).await;
     broker.publish("webhook.webhook", Some("shop"), &vec![b' '; 100 * 1024]).await;
-    broker.publish("webhook.webhook", Some("shop"), "{\"id\":\"nul\",\"direction\":\"inbound\",\"body\":\"a\\u0000b\"}".as_bytes()).await;
+    broker
+        .publish(
+            "webhook.webhook",
+            Some("shop"),
+            "{\"id\":\"nul\",\"direction\":\"inbound\",\"body\":\"a\\u0000b\"}".as_bytes(),
+        )
+        .await;
     broker.publish("webhook.webhook", Some("shop"), &webhook("ok-2", "t", "2030-01-01T00:01:00Z")).await;
     wait_until(30, "6 dead letters", || async { broker.depth(&broker.topology.dead_queue).await == 6 }).await;
     wait_until(30, "2 good messages", || async { messages(&db.pool).await == 2 }).await;
@@ -134,7 +141,14 @@ async fn bad_input_is_dead_lettered_with_a_reason_and_good_input_around_it_appli
     reasons.sort();
     assert_eq!(
         reasons,
-        ["database_rejected", "malformed_payload", "missing_entry_point", "payload_too_large", "unknown_adapter", "unknown_entry_point"]
+        [
+            "database_rejected",
+            "malformed_payload",
+            "missing_entry_point",
+            "payload_too_large",
+            "unknown_adapter",
+            "unknown_entry_point"
+        ]
     );
     let letters = broker.dead_letters().await;
     let unknown = letters.iter().find(|d| d.reason == "unknown_entry_point").unwrap();
@@ -184,7 +198,9 @@ async fn replay_by_reason_applies_after_the_entry_point_exists() {
     let broker = TestBroker::new().await;
     let w = start_worker(&db.url, &broker, |_| {}).await;
     for i in 0..5 {
-        broker.publish("webhook.webhook", Some("new-shop"), &webhook(&format!("m{i}"), "t", "2030-01-01T00:00:00Z")).await;
+        broker
+            .publish("webhook.webhook", Some("new-shop"), &webhook(&format!("m{i}"), "t", "2030-01-01T00:00:00Z"))
+            .await;
     }
     broker.publish("webhook.webhook", Some("new-shop"), b"not json").await;
     wait_until(30, "6 dead letters", || async { broker.depth(&broker.topology.dead_queue).await == 6 }).await;
@@ -250,7 +266,9 @@ async fn a_database_outage_delays_but_loses_nothing() {
         .await
         .unwrap();
     for i in 0..20 {
-        broker.publish("webhook.webhook", Some("shop"), &webhook(&format!("during-{i}"), "t", "2030-01-01T00:00:00Z")).await;
+        broker
+            .publish("webhook.webhook", Some("shop"), &webhook(&format!("during-{i}"), "t", "2030-01-01T00:00:00Z"))
+            .await;
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(broker.depth(&broker.topology.dead_queue).await, 0, "an outage is not the messages' fault");
@@ -270,9 +288,20 @@ async fn graceful_shutdown_loses_nothing() {
     let db = TestDb::new().await;
     let broker = TestBroker::new().await;
     db.project_with_entry_point("p", ChannelType::Webhook, "webhook", "shop").await;
-    for i in 0..400 {
-        broker.publish("webhook.webhook", Some("shop"), &webhook(&format!("g{i}"), &format!("t{}", i % 7), "2030-01-01T00:00:00Z")).await;
-    }
+    let shop = || Some("shop".to_owned());
+    broker
+        .publish_many(
+            (0..400)
+                .map(|i| {
+                    (
+                        "webhook.webhook".into(),
+                        shop(),
+                        webhook(&format!("g{i}"), &format!("t{}", i % 7), "2030-01-01T00:00:00Z"),
+                    )
+                })
+                .collect(),
+        )
+        .await;
     let w = start_worker(&db.url, &broker, |s| s.batch_size = 20).await;
     wait_until(30, "some progress", || async { messages(&db.pool).await > 50 }).await;
     w.stop().await;
@@ -296,6 +325,7 @@ async fn two_workers_on_one_queue_keep_every_conversation_right() {
     let b = start_worker(&db.url, &broker, |s| s.batch_size = 10).await;
     // 600 messages over 6 conversations, times shuffled, 100 of them duplicated.
     let mut expected_last = std::collections::HashMap::new();
+    let mut batch = Vec::new();
     for i in 0..600u32 {
         let thread = format!("t{}", i % 6);
         let minute = (i * 37) % 600;
@@ -304,11 +334,12 @@ async fn two_workers_on_one_queue_keep_every_conversation_right() {
         if t > *e {
             *e = t.clone();
         }
-        broker.publish("webhook.webhook", Some("shop"), &webhook(&format!("m{i}"), &thread, &t)).await;
-        if i % 6 == 0 {
-            broker.publish("webhook.webhook", Some("shop"), &webhook(&format!("m{i}"), &thread, &t)).await;
+        let copies = if i % 6 == 0 { 2 } else { 1 };
+        for _ in 0..copies {
+            batch.push(("webhook.webhook".to_owned(), Some("shop".to_owned()), webhook(&format!("m{i}"), &thread, &t)));
         }
     }
+    broker.publish_many(batch).await;
     wait_until(60, "600 messages", || async { messages(&db.pool).await == 600 }).await;
     wait_until(30, "queue drained", || async { broker.depth(&broker.topology.queue(ChannelType::Webhook)).await == 0 })
         .await;

@@ -18,24 +18,16 @@ impl AdapterRegistry {
     /// Every adapter intake ships, under its default key.
     pub fn with_defaults() -> Self {
         let mut registry = Self::new();
-        registry.register(Arc::new(crate::webhook::GenericWebhookAdapter::new(
-            ChannelType::Webhook,
-            "webhook",
-        )));
+        registry.register(Arc::new(crate::webhook::GenericWebhookAdapter::new(ChannelType::Webhook, "webhook")));
         registry
     }
 
     pub fn register(&mut self, adapter: Arc<dyn ChannelAdapter>) {
-        self.adapters.insert(
-            (adapter.channel_type(), adapter.adapter_key().to_owned()),
-            adapter,
-        );
+        self.adapters.insert((adapter.channel_type(), adapter.adapter_key().to_owned()), adapter);
     }
 
     pub fn get(&self, channel_type: ChannelType, adapter_key: &str) -> Option<Arc<dyn ChannelAdapter>> {
-        self.adapters
-            .get(&(channel_type, adapter_key.to_owned()))
-            .cloned()
+        self.adapters.get(&(channel_type, adapter_key.to_owned())).cloned()
     }
 
     /// `(channelType, adapterKey)` pairs, sorted, for help texts and logs.

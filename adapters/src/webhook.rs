@@ -6,8 +6,8 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
 use crate::{
-    AdapterError, Attachment, ChannelAdapter, ChannelType, Delivery, Direction, NormalizedMessage,
-    NormalizedUpdate, Sender, ThreadRef, UpdateAction,
+    AdapterError, Attachment, ChannelAdapter, ChannelType, Delivery, Direction, NormalizedMessage, NormalizedUpdate,
+    Sender, ThreadRef, UpdateAction,
 };
 
 /// Largest body the adapter will parse; bigger ones are refused before any JSON work.
@@ -76,11 +76,7 @@ pub fn decode_generic(body: &[u8], received_at: DateTime<Utc>) -> Result<Vec<Nor
             }
             Ok(NormalizedUpdate {
                 external_channel_id: m.external_channel_id,
-                thread: ThreadRef {
-                    key: m.conversation_key,
-                    references: m.in_reply_to,
-                    conversation_id_hint: None,
-                },
+                thread: ThreadRef { key: m.conversation_key, references: m.in_reply_to, conversation_id_hint: None },
                 action: UpdateAction::Append(NormalizedMessage {
                     idempotency_key: m.id,
                     direction: m.direction,
@@ -109,9 +105,7 @@ fn serde_path_to_error_free(
         serde_json::Value::Array(items) => items
             .into_iter()
             .enumerate()
-            .map(|(i, item)| {
-                serde_json::from_value(item).map_err(|e| AdapterError::Malformed(format!("[{i}]: {e}")))
-            })
+            .map(|(i, item)| serde_json::from_value(item).map_err(|e| AdapterError::Malformed(format!("[{i}]: {e}"))))
             .collect::<Result<Vec<_>, _>>()
             .map(OneOrMany::Many),
         value @ serde_json::Value::Object(_) => serde_json::from_value(value)

@@ -45,7 +45,8 @@ impl DeadLetter {
         let time = |name| get(name).and_then(|t| DateTime::parse_from_rfc3339(&t).ok()).map(|t| t.with_timezone(&Utc));
         // Messages dead-lettered by RabbitMQ itself (quorum delivery limit) carry no intake
         // headers: describe them from what the broker recorded.
-        let routing_key = get(envelope::ORIGINAL_ROUTING_KEY).unwrap_or_else(|| delivery.routing_key.as_str().to_owned());
+        let routing_key =
+            get(envelope::ORIGINAL_ROUTING_KEY).unwrap_or_else(|| delivery.routing_key.as_str().to_owned());
         DeadLetter {
             id: get(envelope::DEAD_ID).unwrap_or_else(|| format!("tag-{}", delivery.delivery_tag)),
             reason: get(envelope::REASON).unwrap_or_else(|| "broker_dead_lettered".into()),
@@ -91,7 +92,7 @@ impl Selection {
     fn matches(&self, d: &DeadLetter) -> bool {
         match self {
             Selection::All => true,
-            Selection::Ids(ids) => ids.iter().any(|id| *id == d.id),
+            Selection::Ids(ids) => ids.contains(&d.id),
             Selection::Reason(r) => *r == d.reason,
         }
     }
@@ -138,7 +139,8 @@ pub async fn settle(
                 inner.remove(name);
                 headers = FieldTable::from(inner);
             }
-            let replays = header_string(Some(&headers), envelope::REPLAYED).and_then(|r| r.parse::<u32>().ok()).unwrap_or(0);
+            let replays =
+                header_string(Some(&headers), envelope::REPLAYED).and_then(|r| r.parse::<u32>().ok()).unwrap_or(0);
             headers.insert(envelope::REPLAYED.into(), super::long_string((replays + 1).to_string()));
             let properties = dead.properties.clone().with_headers(headers);
             publisher.publish(&dead.exchange, &dead.routing_key, &dead.body, properties).await?;

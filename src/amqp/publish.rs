@@ -52,14 +52,54 @@ impl ConfirmedPublisher {
             )
             .await?
             .await?;
-        if confirm.is_nack() {
-            return Err(PublishError::Nacked);
-        }
-        if confirm.take_message().is_some() {
-            return Err(PublishError::Unroutable { exchange: exchange.to_owned(), routing_key: routing_key.to_owned() });
-        }
-        Ok(())
+        check_confirm(exchange, routing_key, confirm)
     }
+}
+
+impl ConfirmedPublisher {
+    /// Publish many messages to one exchange, keeping up to `window` unconfirmed at a time
+    /// (confirms are pipelined, not waited for one by one). Fails on the first refusal.
+    pub async fn publish_pipelined(
+        &self,
+        exchange: &str,
+        messages: impl IntoIterator<Item = (String, Vec<u8>, BasicProperties)>,
+        window: usize,
+    ) -> Result<usize, PublishError> {
+        let mut pending = std::collections::VecDeque::new();
+        let mut sent = 0;
+        for (routing_key, body, properties) in messages {
+            let confirm = self
+                .channel
+                .basic_publish(
+                    exchange.into(),
+                    routing_key.as_str().into(),
+                    BasicPublishOptions { mandatory: true, ..Default::default() },
+                    &body,
+                    properties.with_delivery_mode(2),
+                )
+                .await?;
+            pending.push_back((routing_key, confirm));
+            sent += 1;
+            if pending.len() >= window.max(1) {
+                let (key, confirm) = pending.pop_front().expect("non-empty");
+                check_confirm(exchange, &key, confirm.await?)?;
+            }
+        }
+        for (key, confirm) in pending {
+            check_confirm(exchange, &key, confirm.await?)?;
+        }
+        Ok(sent)
+    }
+}
+
+fn check_confirm(exchange: &str, routing_key: &str, confirm: lapin::Confirmation) -> Result<(), PublishError> {
+    if confirm.is_nack() {
+        return Err(PublishError::Nacked);
+    }
+    if confirm.take_message().is_some() {
+        return Err(PublishError::Unroutable { exchange: exchange.to_owned(), routing_key: routing_key.to_owned() });
+    }
+    Ok(())
 }
 
 /// Properties for a new message from a publisher tool.

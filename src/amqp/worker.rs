@@ -72,9 +72,15 @@ enum Plan {
     /// Nothing to apply (an event the adapter ignores).
     Skip,
     /// Try again later through the retry queues.
-    Retry { reason: &'static str, error: String },
+    Retry {
+        reason: &'static str,
+        error: String,
+    },
     /// Permanent failure.
-    Dead { reason: &'static str, error: String },
+    Dead {
+        reason: &'static str,
+        error: String,
+    },
 }
 
 /// A failure that goes away by itself (database or broker unreachable): keep the deliveries
@@ -87,8 +93,11 @@ struct Transient(String);
 /// point is seen at once.
 #[derive(Default)]
 struct EntryPointCache {
-    entries: Mutex<HashMap<(ChannelType, String, Option<String>), (ResolvedEntryPoint, Instant)>>,
+    entries: Mutex<HashMap<EntryPointKey, (ResolvedEntryPoint, Instant)>>,
 }
+
+/// (channel type, external channel id, project from the envelope)
+type EntryPointKey = (ChannelType, String, Option<String>);
 
 /// Shared by all consumers of one worker process.
 struct Shared {
@@ -175,9 +184,7 @@ async fn run_session(shared: &Arc<Shared>, amqp_url: &str) -> anyhow::Result<()>
 }
 
 async fn close_connection(connection: &Connection) -> lapin::Result<()> {
-    tokio::time::timeout(Duration::from_secs(5), connection.close(200, "bye".into()))
-        .await
-        .unwrap_or(Ok(()))
+    tokio::time::timeout(Duration::from_secs(5), connection.close(200, "bye".into())).await.unwrap_or(Ok(()))
 }
 
 async fn consume_queue(
@@ -380,7 +387,10 @@ pub fn is_transient_db(e: &sqlx::Error) -> bool {
             let code = db.code().unwrap_or_default();
             !(code.starts_with("22") || code.starts_with("23"))
         }
-        sqlx::Error::Encode(_) | sqlx::Error::Decode(_) | sqlx::Error::ColumnDecode { .. } | sqlx::Error::TypeNotFound { .. } => false,
+        sqlx::Error::Encode(_)
+        | sqlx::Error::Decode(_)
+        | sqlx::Error::ColumnDecode { .. }
+        | sqlx::Error::TypeNotFound { .. } => false,
         _ => true,
     }
 }
@@ -409,7 +419,10 @@ async fn plan(shared: &Shared, delivery: &Delivery) -> Result<Plan, Transient> {
     }
     let limit = shared.settings.max_message_bytes;
     if delivery.data.len() > limit {
-        return dead("payload_too_large", format!("body is {} bytes, over the {limit}-byte limit", delivery.data.len()));
+        return dead(
+            "payload_too_large",
+            format!("body is {} bytes, over the {limit}-byte limit", delivery.data.len()),
+        );
     }
     let Some(adapter) = shared.registry.get(channel_type, adapter_key) else {
         return dead("unknown_adapter", format!("no adapter `{adapter_key}` for channel type {channel_type}"));
@@ -527,7 +540,8 @@ async fn retry_or_dead(
     let properties = item.delivery.properties.clone().with_headers(headers);
     publisher.publish("", &retry_queue, &item.delivery.data, properties).await?;
     tracing::info!(adapter = %item.adapter, reason, attempt = item.attempt, queue = %retry_queue, "message scheduled for retry");
-    metrics::counter!("intake_messages_retried_total", "adapter" => item.adapter.clone(), "reason" => reason).increment(1);
+    metrics::counter!("intake_messages_retried_total", "adapter" => item.adapter.clone(), "reason" => reason)
+        .increment(1);
     Ok(())
 }
 
@@ -550,6 +564,7 @@ async fn dead_letter(
     publisher.publish("", &shared.settings.topology.dead_queue, &item.delivery.data, properties).await?;
     let message_id = item.delivery.properties.message_id().as_ref().map(|m| m.as_str().to_owned());
     tracing::warn!(adapter = %item.adapter, reason, error, dead_id, message_id, "message dead-lettered");
-    metrics::counter!("intake_messages_dead_lettered_total", "adapter" => item.adapter.clone(), "reason" => reason).increment(1);
+    metrics::counter!("intake_messages_dead_lettered_total", "adapter" => item.adapter.clone(), "reason" => reason)
+        .increment(1);
     Ok(())
 }

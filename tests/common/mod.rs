@@ -129,6 +129,11 @@ impl TestBroker {
         let prefix = format!("itest_{}", Uuid::new_v4().simple());
         let mut topology = intake::amqp::topology::Topology::with_prefix(&prefix);
         topology.retry_delays = vec![std::time::Duration::from_millis(200), std::time::Duration::from_millis(400)];
+        Self::with_topology(topology).await
+    }
+
+    /// Another connection to the same names (e.g. a publisher in a separate task).
+    pub async fn with_topology(topology: intake::amqp::topology::Topology) -> Self {
         let connection = intake::amqp::connect(AMQP_URL, "intake-test").await.unwrap();
         let publisher = intake::amqp::publish::ConfirmedPublisher::open(&connection).await.unwrap();
         topology.declare(publisher.channel()).await.unwrap();
@@ -141,7 +146,8 @@ impl TestBroker {
         if let Some(id) = external_channel_id {
             headers.push((intake::amqp::envelope::EXTERNAL_CHANNEL_ID, id.to_owned()));
         }
-        let props = intake::amqp::publish::new_message_properties(&Uuid::new_v4().to_string(), "application/json", headers);
+        let props =
+            intake::amqp::publish::new_message_properties(&Uuid::new_v4().to_string(), "application/json", headers);
         self.publisher.publish(&self.topology.exchange, routing_key, body, props).await.unwrap();
     }
 
@@ -185,4 +191,17 @@ where
 
 pub async fn count(pool: &PgPool, sql: &str) -> i64 {
     sqlx::query_scalar(sql).fetch_one(pool).await.unwrap()
+}
+
+impl TestBroker {
+    /// Publish many messages with pipelined confirms: (routing key, external id, body).
+    pub async fn publish_many(&self, messages: Vec<(String, Option<String>, Vec<u8>)>) {
+        let items = messages.into_iter().map(|(key, external, body)| {
+            let headers = external.map(|e| (intake::amqp::envelope::EXTERNAL_CHANNEL_ID, e)).into_iter();
+            let props =
+                intake::amqp::publish::new_message_properties(&Uuid::new_v4().to_string(), "application/json", headers);
+            (key, body, props)
+        });
+        self.publisher.publish_pipelined(&self.topology.exchange, items, 256).await.unwrap();
+    }
 }
