@@ -169,6 +169,7 @@ fn action_key(action: &UpdateAction) -> &str {
 }
 
 /// Apply one update inside the caller's transaction.
+#[tracing::instrument(level = "debug", skip_all, fields(project = %request.project_id, key = request.action.as_ref().map(action_key)))]
 pub async fn apply_in(conn: &mut PgConnection, request: &UpdateRequest) -> Result<UpdateOutcome, UpdateError> {
     validate(request)?;
     let project = request.project_id.as_str();

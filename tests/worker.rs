@@ -359,3 +359,73 @@ async fn two_workers_on_one_queue_keep_every_conversation_right() {
     }
     broker.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quorum_queues_work_the_same() {
+    let db = TestDb::new().await;
+    let prefix = format!("itest_{}", uuid::Uuid::new_v4().simple());
+    let mut topology = intake::amqp::topology::Topology::with_prefix(&prefix);
+    topology.queue_type = intake::amqp::QueueType::Quorum;
+    topology.delivery_limit = 5;
+    topology.retry_delays = vec![Duration::from_millis(200)];
+    let broker = TestBroker::with_topology(topology).await;
+    db.project_with_entry_point("p", ChannelType::Webhook, "webhook", "shop").await;
+    let w = start_worker(&db.url, &broker, |_| {}).await;
+    broker.publish("webhook.webhook", Some("shop"), &webhook("q1", "t", "2030-01-01T00:00:00Z")).await;
+    broker.publish("webhook.webhook", Some("shop"), &webhook("q1", "t", "2030-01-01T00:00:00Z")).await;
+    broker.publish("webhook.webhook", Some("nowhere"), &webhook("q2", "t", "2030-01-01T00:00:00Z")).await;
+    wait_until(30, "one message", || async { messages(&db.pool).await == 1 }).await;
+    wait_until(30, "one dead letter", || async { broker.depth(&broker.topology.dead_queue).await == 1 }).await;
+    w.stop().await;
+    // Declaring again with the same settings is accepted (idempotent topology).
+    let channel = broker.connection.create_channel().await.unwrap();
+    broker.topology.declare(&channel).await.unwrap();
+    broker.cleanup().await;
+}
+
+/// Close the worker's broker connection from the server side, as a broker restart does.
+fn close_broker_connections(name_fragment: &str) -> usize {
+    let out = std::process::Command::new("rabbitmqctl")
+        .args(["-q", "list_connections", "pid", "client_properties"])
+        .output()
+        .expect("rabbitmqctl");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut closed = 0;
+    for line in text.lines().filter(|l| l.contains(name_fragment)) {
+        let pid = line.split_whitespace().next().unwrap();
+        let status = std::process::Command::new("rabbitmqctl")
+            .args(["-q", "close_connection", pid, "test: simulated broker restart"])
+            .status()
+            .unwrap();
+        closed += usize::from(status.success());
+    }
+    closed
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_worker_reconnects_when_the_broker_drops_it() {
+    let db = TestDb::new().await;
+    let broker = TestBroker::new().await;
+    db.project_with_entry_point("p", ChannelType::Webhook, "webhook", "shop").await;
+    let w = start_worker(&db.url, &broker, |_| {}).await;
+    broker.publish("webhook.webhook", Some("shop"), &webhook("before", "t", "2030-01-01T00:00:00Z")).await;
+    wait_until(30, "first message", || async { messages(&db.pool).await == 1 }).await;
+    let prefix = broker.topology.queue_prefix.clone();
+    let closed = tokio::task::spawn_blocking(move || close_broker_connections(&format!("intake-worker {prefix}")))
+        .await
+        .unwrap();
+    assert_eq!(closed, 1, "found the worker's connection");
+    let batch = (0..50)
+        .map(|i| {
+            (
+                "webhook.webhook".to_owned(),
+                Some("shop".to_owned()),
+                webhook(&format!("after-{i}"), "t", "2030-01-01T00:00:00Z"),
+            )
+        })
+        .collect();
+    broker.publish_many(batch).await;
+    wait_until(60, "messages after reconnecting", || async { messages(&db.pool).await == 51 }).await;
+    w.stop().await;
+    broker.cleanup().await;
+}

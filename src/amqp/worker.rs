@@ -151,7 +151,8 @@ pub async fn run(
 
 /// One connection's life. `Ok` means shutdown was requested and in-flight work is done.
 async fn run_session(shared: &Arc<Shared>, amqp_url: &str) -> anyhow::Result<()> {
-    let connection = super::connect(amqp_url, "intake-worker").await?;
+    let name = format!("intake-worker {}", shared.settings.topology.queue_prefix);
+    let connection = super::connect(amqp_url, &name).await?;
     let setup = connection.create_channel().await?;
     shared.settings.topology.declare(&setup).await?;
 
@@ -255,7 +256,14 @@ async fn process_batch(
     }
     // Planning reads entry points: retry it while the database is unreachable.
     for item in &mut inflight {
-        item.plan = match with_backoff(shared, || plan(shared, &item.delivery)).await {
+        let span = tracing::info_span!(
+            "delivery",
+            tag = item.delivery.delivery_tag,
+            message_id = item.delivery.properties.message_id().as_ref().map(|m| m.as_str()).unwrap_or(""),
+            adapter = %item.adapter,
+            attempt = item.attempt,
+        );
+        item.plan = match with_backoff(shared, || plan(shared, &item.delivery).instrument(span.clone())).await {
             Some(plan) => plan,
             None => return Ok(false),
         };
