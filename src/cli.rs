@@ -9,11 +9,12 @@ use intake_adapters::{AdapterRegistry, ChannelType};
 use tokio_util::sync::CancellationToken;
 
 use crate::amqp::dlq::{self, Selection};
-use crate::amqp::publish::{new_message_properties, ConfirmedPublisher};
+use crate::amqp::publish::{new_message_properties, ConfirmedPublisher, LazyPublisher};
 use crate::amqp::topology::Topology;
 use crate::amqp::worker::{self, WorkerSettings};
 use crate::amqp::{envelope, AmqpArgs};
 use crate::config::{DatabaseArgs, HttpArgs, LogFormat};
+use crate::smtp::{Mailer, OutboundQueue, SmtpArgs};
 use crate::{http, store};
 
 #[derive(Debug, Parser)]
@@ -42,7 +43,7 @@ pub enum Command {
     /// Run the queue worker: declare the topology, consume, apply, ack (the main job).
     Worker(WorkerArgs),
     /// Serve the internal HTTP API (conversations, entry points, health, metrics).
-    Serve(HttpArgs),
+    Serve(ServeArgs),
     /// Publish files as messages (with publisher confirms), for integrators and tests.
     Publish(PublishArgs),
     /// Inspect, replay and purge dead-lettered messages.
@@ -53,6 +54,16 @@ pub enum Command {
     /// Manage API tokens.
     #[command(subcommand)]
     Token(TokenCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub http: HttpArgs,
+    #[command(flatten)]
+    pub amqp: AmqpArgs,
+    #[command(flatten)]
+    pub smtp: SmtpArgs,
 }
 
 #[derive(Debug, Args)]
@@ -86,6 +97,9 @@ pub struct WorkerArgs {
 
     #[command(flatten)]
     pub http: HttpArgs,
+
+    #[command(flatten)]
+    pub smtp: SmtpArgs,
 }
 
 fn parse_channel_type(s: &str) -> Result<ChannelType, String> {
@@ -212,11 +226,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{token}");
             Ok(())
         }
-        Command::Serve(http_args) => {
+        Command::Serve(args) => {
             let pool = store::connect_and_migrate(&db.database_url, db.db_max_connections).await?;
-            register_tokens(&pool, &http_args).await?;
-            let state = http::AppState { pool, body_limit: http_args.http_body_limit };
-            http::serve(http_args.http_addr, state, shutdown_signal()).await
+            register_tokens(&pool, &args.http).await?;
+            let state = api_state(pool, &args.http, &args.amqp, &args.smtp);
+            http::serve(args.http.http_addr, state, shutdown_signal()).await
         }
         Command::Worker(args) => run_worker(db, args).await,
         Command::Publish(args) => publish(args).await,
@@ -232,10 +246,11 @@ async fn run_worker(db: &DatabaseArgs, args: WorkerArgs) -> anyhow::Result<()> {
     settings.batch_wait = args.batch_wait;
     settings.max_message_bytes = args.max_message_bytes;
     settings.channel_types = args.queues;
+    settings.mailer = Mailer::from_args(&args.smtp)?;
     let shutdown = CancellationToken::new();
     let api = if args.with_api {
         register_tokens(&pool, &args.http).await?;
-        let state = http::AppState { pool: pool.clone(), body_limit: args.http.http_body_limit };
+        let state = api_state(pool.clone(), &args.http, &args.amqp, &args.smtp);
         let stop = shutdown.clone();
         Some(tokio::spawn(http::serve(args.http.http_addr, state, async move { stop.cancelled().await })))
     } else {
@@ -362,6 +377,16 @@ async fn run_dlq(command: DlqCommand) -> anyhow::Result<()> {
     }
     let _ = connection.close(200, "done".into()).await;
     Ok(())
+}
+
+fn api_state(pool: sqlx::PgPool, http: &HttpArgs, amqp: &AmqpArgs, smtp: &SmtpArgs) -> http::AppState {
+    let outbound_email = smtp.smtp_url.as_ref().map(|_| {
+        std::sync::Arc::new(OutboundQueue {
+            exchange: amqp.exchange.clone(),
+            publisher: LazyPublisher::new(&amqp.amqp_url),
+        })
+    });
+    http::AppState { pool, body_limit: http.http_body_limit, outbound_email }
 }
 
 pub(crate) async fn register_tokens(pool: &sqlx::PgPool, args: &HttpArgs) -> anyhow::Result<()> {

@@ -20,12 +20,15 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::store::{self, EntryPointError};
-use crate::update::{self, AttributeChanges, MessageOwners, Target, UpdateError, UpdateRequest};
+use crate::update::{self, AttributeChanges, MessageExtras, Target, UpdateError, UpdateRequest};
 
 #[derive(Clone)]
 pub struct AppState {
     pub pool: PgPool,
     pub body_limit: usize,
+    /// Set when intake sends email itself: outbound messages on email conversations are
+    /// stored as pending and queued for the worker's SMTP sender.
+    pub outbound_email: Option<std::sync::Arc<crate::smtp::OutboundQueue>>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -258,9 +261,9 @@ impl PatchConversationBody {
             closed_at: self.closed_at,
             record_metadata: self.record_metadata,
         };
-        let mut owners = MessageOwners::default();
+        let mut extras = MessageExtras::default();
         let action = self.message.map(|m| {
-            owners = MessageOwners { user_id: m.user_id, team_id: m.team_id };
+            extras = MessageExtras { user_id: m.user_id, team_id: m.team_id, ..Default::default() };
             let sender = m.sender.map_or_else(Sender::default, |s| Sender {
                 id: s.id,
                 display_name: s.display_name,
@@ -279,7 +282,7 @@ impl PatchConversationBody {
                 metadata: m.metadata,
             })
         });
-        UpdateRequest { project_id, target: Target::Conversation(conversation_id), action, owners, attributes }
+        UpdateRequest { project_id, target: Target::Conversation(conversation_id), action, extras, attributes }
     }
 }
 
@@ -314,15 +317,41 @@ async fn patch_conversation(
 ) -> Result<Response, ApiError> {
     let id = parse_conversation_id(&raw_id)?;
     let body: PatchConversationBody = parse_body(body)?;
-    let request = body.into_request(project.clone(), id);
-    if let Some(key) = request.action.as_ref().map(|a| match a {
-        UpdateAction::Append(m) => m.idempotency_key.as_str(),
-        _ => "",
-    }) {
-        tracing::Span::current().record("message_id", key);
+    let mut request = body.into_request(project.clone(), id);
+    let mut send_by_email = None;
+    if let Some(UpdateAction::Append(m)) = &request.action {
+        tracing::Span::current().record("message_id", m.idempotency_key.as_str());
+        if m.direction == Direction::Outbound {
+            if let Some(queue) = &state.outbound_email {
+                if let Some(adapter_key) = store::origin_email_adapter(&state.pool, &project, id).await? {
+                    send_by_email = Some((queue.clone(), adapter_key, m.idempotency_key.clone()));
+                    request.extras.pending_delivery = true;
+                }
+            }
+        }
     }
     let outcome = update::apply(&state.pool, &request).await?;
     crate::metrics::record_api_update(outcome.effect);
+    // Queue the send; a repeated PATCH queues it again while it is still pending.
+    if let Some((queue, adapter_key, key)) = send_by_email {
+        if store::is_pending(&state.pool, &project, &key).await? {
+            let job = crate::smtp::SendJob {
+                project_id: project.clone(),
+                conversation_id: outcome.conversation_id,
+                message_key: key,
+                body: None,
+                subject: None,
+                sender_display_name: None,
+            };
+            queue.enqueue(&adapter_key, &job).await.map_err(|e| {
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "unavailable",
+                    format!("the message is stored but could not be queued for sending ({e}); repeat the request"),
+                )
+            })?;
+        }
+    }
     bundle(&state.pool, &project, outcome.conversation_id).await
 }
 

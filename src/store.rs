@@ -347,7 +347,7 @@ pub async fn load_conversation(
     let messages = sqlx::query(
         "SELECT idempotency_key, conversation_id, subject, attachments, occurred_at, sender_id,
                 sender_display_name, sender_primary_email, user_id, team_id, body, metadata,
-                direction, is_auto_reply, id
+                direction, is_auto_reply, id, delivery_state, external_id
            FROM messages WHERE conversation_id = $1 ORDER BY occurred_at, idempotency_key",
     )
     .bind(conversation_id)
@@ -366,6 +366,12 @@ pub async fn load_conversation(
             }
             let internal_id: Uuid = r.get("id");
             map.insert("intakeMessageId".into(), internal_id.to_string().into());
+            if let Some(state) = r.get::<Option<String>, _>("delivery_state") {
+                map.entry("deliveryStatus").or_insert(state.into());
+            }
+            if let Some(external) = r.get::<Option<String>, _>("external_id") {
+                map.entry("messageId").or_insert(external.into());
+            }
         }
         MessageView {
             id: r.get("idempotency_key"),
@@ -437,4 +443,31 @@ pub async fn create_conversation(
     }
     tx.commit().await?;
     Ok(Some(id))
+}
+
+/// The adapter key of the email entry point a conversation was opened through, if it was.
+pub async fn origin_email_adapter(
+    pool: &PgPool,
+    project_id: &str,
+    conversation_id: Uuid,
+) -> Result<Option<String>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT ep.adapter_key FROM conversations c JOIN entry_points ep ON ep.id = c.origin_entry_point_id
+          WHERE c.id = $1 AND c.project_id = $2 AND ep.channel_type = 'email'",
+    )
+    .bind(conversation_id)
+    .bind(project_id)
+    .fetch_optional(pool)
+    .await
+}
+
+/// Whether a message still waits for delivery.
+pub async fn is_pending(pool: &PgPool, project_id: &str, key: &str) -> Result<bool, sqlx::Error> {
+    let state: Option<Option<String>> =
+        sqlx::query_scalar("SELECT delivery_state FROM messages WHERE project_id = $1 AND idempotency_key = $2")
+            .bind(project_id)
+            .bind(key)
+            .fetch_optional(pool)
+            .await?;
+    Ok(state.flatten().as_deref() == Some("pending"))
 }

@@ -54,12 +54,19 @@ impl AttributeChanges {
     }
 }
 
-/// Ids the caller can set on an appended message beyond what the channel knows.
+/// What the caller knows about an appended message beyond what the channel said.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct MessageOwners {
+pub struct MessageExtras {
     pub user_id: Option<String>,
     pub team_id: Option<String>,
+    /// intake delivers this outbound message itself (email over SMTP): store it as pending and
+    /// move no timestamp until a `Status { status: "sent" }` says the channel accepted it.
+    pub pending_delivery: bool,
 }
+
+/// Delivery statuses that settle a pending outbound message.
+pub const STATUS_SENT: &str = "sent";
+pub const STATUS_FAILED: &str = "failed";
 
 /// One normalized update for the update logic.
 #[derive(Debug, Clone, PartialEq)]
@@ -67,7 +74,7 @@ pub struct UpdateRequest {
     pub project_id: String,
     pub target: Target,
     pub action: Option<UpdateAction>,
-    pub owners: MessageOwners,
+    pub extras: MessageExtras,
     pub attributes: AttributeChanges,
 }
 
@@ -186,7 +193,11 @@ pub async fn apply_in(conn: &mut PgConnection, request: &UpdateRequest) -> Resul
                     .ok_or_else(|| UpdateError::MessageNotFound(message.idempotency_key.clone()))?;
                 return duplicate(request, existing);
             };
-            bump_for_message(conn, conversation_id, message).await?;
+            if request.extras.pending_delivery {
+                touch(conn, conversation_id, Utc::now()).await?;
+            } else {
+                bump_for_message(conn, conversation_id, message).await?;
+            }
             if !request.attributes.is_empty() {
                 update_attributes(conn, conversation_id, &request.attributes).await?;
             }
@@ -293,12 +304,17 @@ async fn resolve_conversation(
     // A reference to an earlier message of this entry point's conversations; newest wins.
     if !thread.references.is_empty() {
         let found: Option<Uuid> = sqlx::query_scalar(
-            "SELECT m.conversation_id
-               FROM unnest($3::text[]) WITH ORDINALITY AS r(key, pos)
-               JOIN messages m ON m.project_id = $1 AND m.idempotency_key = r.key
+            "WITH refs AS (SELECT * FROM unnest($3::text[]) WITH ORDINALITY AS r(key, pos)),
+                  found AS (
+                    SELECT m.conversation_id, refs.pos FROM refs
+                      JOIN messages m ON m.project_id = $1 AND m.idempotency_key = refs.key
+                    UNION ALL
+                    SELECT m.conversation_id, refs.pos FROM refs
+                      JOIN messages m ON m.project_id = $1 AND m.external_id = refs.key)
+             SELECT found.conversation_id FROM found
                JOIN conversation_entry_points cep
-                 ON cep.conversation_id = m.conversation_id AND cep.entry_point_id = $2
-              ORDER BY r.pos DESC LIMIT 1",
+                 ON cep.conversation_id = found.conversation_id AND cep.entry_point_id = $2
+              ORDER BY found.pos DESC LIMIT 1",
         )
         .bind(project)
         .bind(entry_point_id)
@@ -381,7 +397,7 @@ async fn insert_message(
         None
     };
     let user_id = request
-        .owners
+        .extras
         .user_id
         .clone()
         .or_else(|| customer_id.map(|c| c.to_string()))
@@ -391,8 +407,8 @@ async fn insert_message(
     let inserted: Option<Uuid> = sqlx::query_scalar(
         "INSERT INTO messages (id, project_id, conversation_id, entry_point_id, idempotency_key, direction,
                                is_auto_reply, sender_id, sender_display_name, sender_primary_email, customer_id,
-                               user_id, team_id, subject, body, attachments, metadata, occurred_at)
-         VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18)
+                               user_id, team_id, subject, body, attachments, metadata, occurred_at, delivery_state)
+         VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18,$19)
          ON CONFLICT (project_id, idempotency_key) DO NOTHING RETURNING id",
     )
     .bind(id)
@@ -407,12 +423,13 @@ async fn insert_message(
     .bind(&message.sender.primary_email)
     .bind(customer_id)
     .bind(user_id)
-    .bind(&request.owners.team_id)
+    .bind(&request.extras.team_id)
     .bind(&message.subject)
     .bind(&message.body)
     .bind(attachments)
     .bind(serde_json::Value::Object(message.metadata.clone()))
     .bind(message.occurred_at)
+    .bind(request.extras.pending_delivery.then_some("pending"))
     .fetch_optional(conn)
     .await?;
     Ok(inserted)
@@ -506,6 +523,7 @@ async fn bump_for_message(
             first_response_at = (
                 SELECT min(o.occurred_at) FROM messages o
                  WHERE o.conversation_id = c.id AND o.direction = 'outbound' AND NOT o.is_auto_reply
+                   AND coalesce(o.delivery_state, 'sent') = 'sent'
                    AND o.occurred_at >= (
                        SELECT min(i.occurred_at) FROM messages i
                         WHERE i.conversation_id = c.id AND i.direction = 'inbound' AND NOT i.is_auto_reply)),
@@ -586,10 +604,69 @@ async fn change_message(
             .bind(detail)
             .execute(&mut *conn)
             .await?;
+            if status == STATUS_SENT || status == STATUS_FAILED {
+                settle_pending(conn, message_id, conversation_id, status, *at).await?;
+            }
             *at
         }
         UpdateAction::Append(_) => unreachable!("appends are handled by apply_in"),
     };
+    touch(conn, conversation_id, at).await
+}
+
+/// The stored message a settled delivery status refers to.
+#[derive(sqlx::FromRow)]
+struct SettledRow {
+    idempotency_key: String,
+    direction: String,
+    is_auto_reply: bool,
+    subject: Option<String>,
+    body: String,
+    metadata: serde_json::Value,
+    occurred_at: DateTime<Utc>,
+}
+
+/// A pending outbound message was accepted (or refused) by its channel. Sent: it now counts,
+/// at the time it was accepted, for every timestamp.
+async fn settle_pending(
+    conn: &mut PgConnection,
+    message_id: Uuid,
+    conversation_id: Uuid,
+    status: &str,
+    at: DateTime<Utc>,
+) -> Result<(), sqlx::Error> {
+    let sent = status == STATUS_SENT;
+    let row: Option<SettledRow> = sqlx::query_as(
+        "UPDATE messages SET delivery_state = $2, occurred_at = CASE WHEN $3 THEN $4 ELSE occurred_at END
+          WHERE id = $1 AND delivery_state = 'pending'
+          RETURNING idempotency_key, direction, is_auto_reply, subject, body, metadata, occurred_at",
+    )
+    .bind(message_id)
+    .bind(status)
+    .bind(sent)
+    .bind(at)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some(row) = row else { return Ok(()) };
+    if sent {
+        let message = NormalizedMessage {
+            idempotency_key: row.idempotency_key,
+            direction: row.direction.parse().unwrap_or(Direction::Outbound),
+            sender: Default::default(),
+            subject: row.subject,
+            body: row.body,
+            attachments: vec![],
+            occurred_at: row.occurred_at,
+            is_auto_reply: row.is_auto_reply,
+            metadata: row.metadata.as_object().cloned().unwrap_or_default(),
+        };
+        bump_for_message(conn, conversation_id, &message).await?;
+    }
+    Ok(())
+}
+
+/// Something happened on the conversation that is not a message.
+async fn touch(conn: &mut PgConnection, conversation_id: Uuid, at: DateTime<Utc>) -> Result<(), sqlx::Error> {
     sqlx::query(
         "UPDATE conversations SET last_activity_at = GREATEST(last_activity_at, $2), updated_at = now() WHERE id = $1",
     )

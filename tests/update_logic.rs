@@ -174,7 +174,7 @@ async fn inbound_reopens_a_closed_conversation_but_auto_replies_do_not() {
         project_id: P.into(),
         target: Target::Conversation(id),
         action: None,
-        owners: Default::default(),
+        extras: Default::default(),
         attributes: AttributeChanges { closed_at: Some(Some(at("2020-01-02T00:00:00Z"))), ..Default::default() },
     };
     update::apply(&db.pool, &close).await.unwrap();
@@ -210,7 +210,7 @@ async fn attribute_updates_change_only_what_is_sent() {
         project_id: P.into(),
         target: Target::Conversation(id),
         action: None,
-        owners: Default::default(),
+        extras: Default::default(),
         attributes,
     };
     update::apply(
@@ -296,7 +296,7 @@ async fn errors_are_typed() {
         project_id: P.into(),
         target: Target::Conversation(a.conversation_id),
         action: None,
-        owners: Default::default(),
+        extras: Default::default(),
         attributes: Default::default(),
     };
     assert!(matches!(update::apply(&db.pool, &empty).await.unwrap_err(), UpdateError::Invalid(_)));
@@ -325,7 +325,7 @@ async fn email_references_thread_into_the_earlier_conversation() {
         project_id: P.into(),
         target: Target::Channel { entry_point_id: ep, thread: thread(refs) },
         action: Some(UpdateAction::Append(msg(key, Direction::Inbound, t, key))),
-        owners: Default::default(),
+        extras: Default::default(),
         attributes: Default::default(),
     };
     let first = update::apply(&db.pool, &req("a@x", &[], "2020-01-01T00:00:00Z")).await.unwrap();
@@ -362,7 +362,7 @@ async fn edits_deletes_and_statuses_change_the_stored_message_forward_only() {
         project_id: P.into(),
         target: Target::Channel { entry_point_id: ep, thread: ThreadRef::default() },
         action: Some(a),
-        owners: Default::default(),
+        extras: Default::default(),
         attributes: Default::default(),
     };
     let edit = |body: &str, t: &str| {

@@ -120,3 +120,37 @@ pub fn new_message_properties(
         .with_timestamp(now.timestamp() as u64)
         .with_headers(table)
 }
+
+/// A lazily connected, reconnecting confirmed publisher for request handlers (the HTTP API
+/// queues outbound email jobs through it).
+pub struct LazyPublisher {
+    amqp_url: String,
+    inner: tokio::sync::Mutex<Option<(Connection, ConfirmedPublisher)>>,
+}
+
+impl LazyPublisher {
+    pub fn new(amqp_url: &str) -> Self {
+        Self { amqp_url: amqp_url.to_owned(), inner: tokio::sync::Mutex::new(None) }
+    }
+
+    pub async fn publish(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        body: &[u8],
+        properties: BasicProperties,
+    ) -> anyhow::Result<()> {
+        let mut guard = self.inner.lock().await;
+        if guard.is_none() {
+            let connection = super::connect(&self.amqp_url, "intake-api").await?;
+            let publisher = ConfirmedPublisher::open(&connection).await?;
+            *guard = Some((connection, publisher));
+        }
+        let (_, publisher) = guard.as_ref().expect("connected above");
+        if let Err(e) = publisher.publish(exchange, routing_key, body, properties).await {
+            *guard = None; // reconnect next time
+            return Err(e.into());
+        }
+        Ok(())
+    }
+}

@@ -4,6 +4,7 @@
 //! intake.inbound (topic) --email.*--> intake.email --(retry)--> intake.email.retry.<delay> --TTL--> intake.email
 //!                        --chat.*---> intake.chat     ...
 //!                        --webhook.*> intake.webhook  ...
+//!                        --email.*.outbound--> intake.email.outbound (agent replies to send by SMTP)
 //! any queue --(permanent failure / retries exhausted)--> intake.dead
 //! ```
 
@@ -56,10 +57,23 @@ impl Topology {
         format!("{}.{}", self.queue_prefix, channel_type.as_str())
     }
 
-    /// Retry queue for the `n`-th retry (0-based) of `channel_type`'s queue.
-    pub fn retry_queue(&self, channel_type: ChannelType, n: usize) -> Option<String> {
+    /// Queue of agent replies to send by email (routing key `email.<adapterKey>.outbound`).
+    pub fn outbound_email_queue(&self) -> String {
+        format!("{}.email.outbound", self.queue_prefix)
+    }
+
+    /// Retry queue for the `n`-th retry (0-based) of `queue`.
+    pub fn retry_queue(&self, queue: &str, n: usize) -> Option<String> {
         let delay = self.retry_delays.get(n)?;
-        Some(format!("{}.retry.{}ms", self.queue(channel_type), delay.as_millis()))
+        Some(format!("{queue}.retry.{}ms", delay.as_millis()))
+    }
+
+    /// The consumed queues with the binding pattern of each.
+    fn consumed_queues(&self) -> Vec<(String, String)> {
+        let mut queues: Vec<(String, String)> =
+            ChannelType::ALL.iter().map(|t| (self.queue(*t), format!("{}.*", t.as_str()))).collect();
+        queues.push((self.outbound_email_queue(), "email.*.outbound".into()));
+        queues
     }
 
     fn main_queue_args(&self) -> FieldTable {
@@ -90,20 +104,19 @@ impl Topology {
             dead_args.insert("x-queue-type".into(), long_string("quorum"));
         }
         channel.queue_declare(self.dead_queue.as_str().into(), durable, dead_args).await?;
-        for channel_type in ChannelType::ALL {
-            let queue = self.queue(channel_type);
+        for (queue, pattern) in self.consumed_queues() {
             channel.queue_declare(queue.as_str().into(), durable, self.main_queue_args()).await?;
             channel
                 .queue_bind(
                     queue.as_str().into(),
                     self.exchange.as_str().into(),
-                    format!("{}.*", channel_type.as_str()).into(),
+                    pattern.as_str().into(),
                     QueueBindOptions::default(),
                     FieldTable::default(),
                 )
                 .await?;
             for (n, delay) in self.retry_delays.iter().enumerate() {
-                let retry = self.retry_queue(channel_type, n).expect("delay exists");
+                let retry = self.retry_queue(&queue, n).expect("delay exists");
                 let mut args = FieldTable::default();
                 args.insert("x-message-ttl".into(), AMQPValue::LongLongInt(delay.as_millis() as i64));
                 args.insert("x-dead-letter-exchange".into(), long_string(""));
@@ -117,9 +130,9 @@ impl Topology {
     /// Every queue name, for clean-up in tests and tools.
     pub fn all_queues(&self) -> Vec<String> {
         let mut names = vec![self.dead_queue.clone()];
-        for channel_type in ChannelType::ALL {
-            names.push(self.queue(channel_type));
-            names.extend((0..self.retry_delays.len()).filter_map(|n| self.retry_queue(channel_type, n)));
+        for (queue, _) in self.consumed_queues() {
+            names.extend((0..self.retry_delays.len()).filter_map(|n| self.retry_queue(&queue, n)));
+            names.push(queue);
         }
         names
     }

@@ -30,8 +30,9 @@ use super::envelope::{self, parse_routing_key};
 use super::publish::ConfirmedPublisher;
 use super::topology::Topology;
 use super::{header_string, long_string};
+use crate::smtp::{self, Mailer, SendError, SendJob};
 use crate::store::{self, ResolveError, ResolvedEntryPoint};
-use crate::update::{self, Effect, MessageOwners, Target, UpdateError, UpdateRequest};
+use crate::update::{self, Effect, MessageExtras, Target, UpdateError, UpdateRequest};
 
 /// Tuning of the consumer.
 #[derive(Debug, Clone)]
@@ -49,6 +50,8 @@ pub struct WorkerSettings {
     pub channel_types: Vec<ChannelType>,
     /// How long a positive entry-point lookup is cached.
     pub entry_point_cache_ttl: Duration,
+    /// Sends agent replies from the outbound email queue; `None`: that queue is not consumed.
+    pub mailer: Option<Mailer>,
 }
 
 impl WorkerSettings {
@@ -61,6 +64,7 @@ impl WorkerSettings {
             max_message_bytes: 25 * 1024 * 1024,
             channel_types: ChannelType::ALL.to_vec(),
             entry_point_cache_ttl: Duration::from_secs(30),
+            mailer: None,
         }
     }
 }
@@ -157,14 +161,19 @@ async fn run_session(shared: &Arc<Shared>, amqp_url: &str) -> anyhow::Result<()>
     shared.settings.topology.declare(&setup).await?;
 
     let mut consumers = tokio::task::JoinSet::new();
-    for &channel_type in &shared.settings.channel_types {
+    let topology = &shared.settings.topology;
+    let mut queues: Vec<(String, QueueKind)> =
+        shared.settings.channel_types.iter().map(|t| (topology.queue(*t), QueueKind::Inbound)).collect();
+    if shared.settings.mailer.is_some() && shared.settings.channel_types.contains(&ChannelType::Email) {
+        queues.push((topology.outbound_email_queue(), QueueKind::OutboundEmail));
+    }
+    for (queue, kind) in queues {
         let shared = shared.clone();
-        let queue = shared.settings.topology.queue(channel_type);
         let consume_channel = connection.create_channel().await?;
         let publisher = ConfirmedPublisher::open(&connection).await?;
+        let span = tracing::info_span!("consumer", %queue);
         consumers.spawn(
-            async move { consume_queue(shared, channel_type, consume_channel, publisher).await }
-                .instrument(tracing::info_span!("consumer", %queue)),
+            async move { consume_queue(shared, queue, kind, consume_channel, publisher).await }.instrument(span),
         );
     }
     tracing::info!(queues = ?shared.settings.channel_types, "worker consuming");
@@ -188,14 +197,23 @@ async fn close_connection(connection: &Connection) -> lapin::Result<()> {
     tokio::time::timeout(Duration::from_secs(5), connection.close(200, "bye".into())).await.unwrap_or(Ok(()))
 }
 
+/// What a consumed queue carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum QueueKind {
+    /// Channel payloads to decode and apply.
+    Inbound,
+    /// Agent replies to send over SMTP.
+    OutboundEmail,
+}
+
 async fn consume_queue(
     shared: Arc<Shared>,
-    channel_type: ChannelType,
+    queue: String,
+    kind: QueueKind,
     channel: Channel,
     publisher: ConfirmedPublisher,
 ) -> anyhow::Result<()> {
     let settings = &shared.settings;
-    let queue = settings.topology.queue(channel_type);
     channel.basic_qos(settings.prefetch, BasicQosOptions::default()).await?;
     let mut consumer = channel
         .basic_consume(queue.as_str().into(), "".into(), BasicConsumeOptions::default(), FieldTable::default())
@@ -220,7 +238,11 @@ async fn consume_queue(
                 Ok(None) | Err(_) => break,
             }
         }
-        if !process_batch(&shared, &channel, &publisher, batch).await? {
+        let finished = match kind {
+            QueueKind::Inbound => process_batch(&shared, &queue, &channel, &publisher, batch).await?,
+            QueueKind::OutboundEmail => process_outbound(&shared, &queue, &channel, &publisher, batch).await?,
+        };
+        if !finished {
             break; // shutdown while the database was down: leave the batch unacked
         }
     }
@@ -233,27 +255,37 @@ async fn consume_queue(
 /// Everything about a delivery the worker needs after planning.
 struct Inflight {
     delivery: Delivery,
+    /// The queue it was consumed from (its retries come back there).
+    queue: String,
     adapter: String,
     attempt: u32,
     plan: Plan,
+}
+
+impl Inflight {
+    fn new(delivery: Delivery, queue: &str) -> Self {
+        let (adapter, _, attempt) = delivery_labels(&delivery);
+        metrics::counter!("intake_messages_consumed_total", "adapter" => adapter.clone()).increment(1);
+        Inflight { delivery, queue: queue.to_owned(), adapter, attempt, plan: Plan::Skip }
+    }
+
+    fn retries_left(&self, topology: &Topology) -> bool {
+        topology.retry_queue(&self.queue, self.attempt as usize - 1).is_some()
+    }
 }
 
 /// Plan, apply and ack one batch. `Ok(false)` means shutdown came while the work could not be
 /// finished (it stays unacked and will be redelivered).
 async fn process_batch(
     shared: &Shared,
+    queue: &str,
     channel: &Channel,
     publisher: &ConfirmedPublisher,
     batch: Vec<Delivery>,
 ) -> anyhow::Result<bool> {
     let last_tag = batch.last().expect("non-empty batch").delivery_tag;
     metrics::histogram!("intake_batch_size").record(batch.len() as f64);
-    let mut inflight = Vec::with_capacity(batch.len());
-    for delivery in batch {
-        let (adapter, _, attempt) = delivery_labels(&delivery);
-        metrics::counter!("intake_messages_consumed_total", "adapter" => adapter.clone()).increment(1);
-        inflight.push(Inflight { delivery, adapter, attempt, plan: Plan::Skip });
-    }
+    let mut inflight: Vec<Inflight> = batch.into_iter().map(|d| Inflight::new(d, queue)).collect();
     // Planning reads entry points: retry it while the database is unreachable.
     for item in &mut inflight {
         let span = tracing::info_span!(
@@ -316,7 +348,20 @@ async fn process_batch(
         }
     }
 
-    for item in &inflight {
+    settle_batch(shared, channel, publisher, &inflight, last_tag).await?;
+    Ok(true)
+}
+
+/// Republish what goes to a retry queue or the dead queue (confirmed), then ack the whole
+/// batch at once: every earlier tag on this channel is settled.
+async fn settle_batch(
+    shared: &Shared,
+    channel: &Channel,
+    publisher: &ConfirmedPublisher,
+    inflight: &[Inflight],
+    last_tag: u64,
+) -> anyhow::Result<()> {
+    for item in inflight {
         match &item.plan {
             Plan::Retry { reason, error } => retry_or_dead(shared, publisher, item, reason, error).await?,
             Plan::Dead { reason, error } => dead_letter(shared, publisher, item, reason, error).await?,
@@ -326,8 +371,61 @@ async fn process_batch(
             Plan::Apply(_) => {}
         }
     }
-    // One ack for the whole batch: every earlier tag on this channel is settled.
     channel.basic_ack(last_tag, BasicAckOptions { multiple: true }).await?;
+    Ok(())
+}
+
+/// Send agent replies one by one; each ends sent, scheduled for retry, or dead-lettered with
+/// the message marked failed.
+async fn process_outbound(
+    shared: &Shared,
+    queue: &str,
+    channel: &Channel,
+    publisher: &ConfirmedPublisher,
+    batch: Vec<Delivery>,
+) -> anyhow::Result<bool> {
+    let mailer = shared.settings.mailer.as_ref().expect("outbound queue is consumed only with a mailer");
+    let last_tag = batch.last().expect("non-empty batch").delivery_tag;
+    let mut inflight: Vec<Inflight> = batch.into_iter().map(|d| Inflight::new(d, queue)).collect();
+    for item in &mut inflight {
+        let job: SendJob = match serde_json::from_slice(&item.delivery.data) {
+            Ok(job) => job,
+            Err(e) => {
+                item.plan = Plan::Dead { reason: "malformed_payload", error: format!("outbound email job: {e}") };
+                continue;
+            }
+        };
+        if let Some(request) = job.append_request() {
+            let requests = [request];
+            let Some(result) = with_backoff(shared, || apply_classified(&shared.pool, &requests)).await else {
+                return Ok(false);
+            };
+            if let Err(e) = result {
+                item.plan = plan_for_update_error(e);
+                continue;
+            }
+        }
+        let span = tracing::info_span!("send", conversation_id = %job.conversation_id, key = %job.message_key);
+        item.plan = match mailer.send(&shared.pool, &job).instrument(span).await {
+            Ok(_) => {
+                metrics::counter!("intake_emails_sent_total").increment(1);
+                Plan::Apply(Vec::new())
+            }
+            Err(SendError::Transient(error)) if item.retries_left(&shared.settings.topology) => {
+                let _ = smtp::record_status(&shared.pool, &job, "deferred", Some(error.clone())).await;
+                Plan::Retry { reason: "smtp_unavailable", error }
+            }
+            Err(SendError::Transient(error)) => {
+                let _ = smtp::record_failure(&shared.pool, &job, &error).await;
+                Plan::Dead { reason: "retries_exhausted", error: format!("smtp_unavailable: {error}") }
+            }
+            Err(SendError::Permanent(error)) => {
+                let _ = smtp::record_failure(&shared.pool, &job, &error).await;
+                Plan::Dead { reason: "smtp_rejected", error }
+            }
+        };
+    }
+    settle_batch(shared, channel, publisher, &inflight, last_tag).await?;
     Ok(true)
 }
 
@@ -479,7 +577,7 @@ async fn plan(shared: &Shared, delivery: &Delivery) -> Result<Plan, Transient> {
             project_id: entry_point.project_id,
             target: Target::Channel { entry_point_id: entry_point.id, thread: update.thread },
             action: Some(update.action),
-            owners: MessageOwners::default(),
+            extras: MessageExtras::default(),
             attributes: Default::default(),
         });
     }
@@ -535,9 +633,7 @@ async fn retry_or_dead(
     reason: &'static str,
     error: &str,
 ) -> anyhow::Result<()> {
-    let (_, routing_key, _) = delivery_labels(&item.delivery);
-    let channel_type = parse_routing_key(&routing_key).map(|p| p.0).unwrap_or(ChannelType::Webhook);
-    let Some(retry_queue) = shared.settings.topology.retry_queue(channel_type, item.attempt as usize - 1) else {
+    let Some(retry_queue) = shared.settings.topology.retry_queue(&item.queue, item.attempt as usize - 1) else {
         let error = format!("{reason}: {error} (gave up after {} attempts)", item.attempt);
         return dead_letter(shared, publisher, item, "retries_exhausted", &error).await;
     };

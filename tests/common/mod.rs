@@ -4,7 +4,7 @@
 use chrono::{DateTime, Utc};
 use intake::adapters::{ChannelType, Direction, NormalizedMessage, Sender, ThreadRef, UpdateAction};
 use intake::store;
-use intake::update::{MessageOwners, Target, UpdateRequest};
+use intake::update::{MessageExtras, Target, UpdateRequest};
 use sqlx::PgPool;
 use uuid::Uuid;
 
@@ -88,7 +88,7 @@ pub fn via_channel(project: &str, entry_point_id: Uuid, thread_key: &str, messag
             thread: ThreadRef { key: Some(thread_key.into()), ..Default::default() },
         },
         action: Some(UpdateAction::Append(message)),
-        owners: MessageOwners::default(),
+        extras: MessageExtras::default(),
         attributes: Default::default(),
     }
 }
@@ -98,16 +98,19 @@ pub fn to_conversation(project: &str, id: Uuid, message: NormalizedMessage) -> U
         project_id: project.into(),
         target: Target::Conversation(id),
         action: Some(UpdateAction::Append(message)),
-        owners: MessageOwners::default(),
+        extras: MessageExtras::default(),
         attributes: Default::default(),
     }
 }
 
 /// Serve the HTTP API on a free loopback port; returns its base URL.
 pub async fn spawn_api(pool: PgPool, body_limit: usize) -> String {
+    spawn_api_with(intake::http::AppState { pool, body_limit, outbound_email: None }).await
+}
+
+pub async fn spawn_api_with(state: intake::http::AppState) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let state = intake::http::AppState { pool, body_limit };
     tokio::spawn(intake::http::serve_on(listener, state, std::future::pending()));
     format!("http://{addr}")
 }

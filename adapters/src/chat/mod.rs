@@ -1,1 +1,66 @@
 //! Chat adapters: slack, telegram, whatsapp, twilio-sms.
+//!
+//! Each provider module has an adapter struct implementing [`ChannelAdapter`] (channel type
+//! `chat`) and a pure `decode(body, delivery, config)` function that does all the work, so it can
+//! be unit-tested and fuzzed without an async runtime. Every adapter:
+//!
+//! - refuses bodies over [`MAX_BODY_BYTES`] with [`AdapterError::TooLarge`] before parsing;
+//! - refuses unparsable payloads with [`AdapterError::Malformed`], naming the problem;
+//! - returns `Ok(vec![])` for events of no interest (Slack `url_verification`, reactions, unknown
+//!   WhatsApp fields, Telegram callback queries, ...);
+//! - makes idempotency keys globally unique by prefixing them with the provider
+//!   (`slack:{channel}:{ts}`, `telegram:{chat_id}:{message_id}`, `wa:{wamid}`, `twilio:{sid}`);
+//! - stores the provider's own media/file id of an attachment in [`crate::Attachment::content_id`].
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use serde::de::DeserializeOwned;
+
+use crate::{AdapterError, ChannelAdapter};
+
+pub mod slack;
+pub mod telegram;
+pub mod twilio;
+pub mod whatsapp;
+
+pub use slack::{SlackAdapter, SlackConfig};
+pub use telegram::{TelegramAdapter, TelegramConfig};
+pub use twilio::{TwilioSmsAdapter, TwilioSmsConfig};
+pub use whatsapp::{WhatsAppAdapter, WhatsAppConfig};
+
+/// Largest body a chat adapter will parse; bigger ones are refused before any parsing.
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+
+/// One adapter of each chat provider with default configuration, ready to register.
+pub fn default_adapters() -> Vec<Arc<dyn ChannelAdapter>> {
+    vec![
+        Arc::new(SlackAdapter::default()),
+        Arc::new(TelegramAdapter::default()),
+        Arc::new(WhatsAppAdapter::default()),
+        Arc::new(TwilioSmsAdapter::default()),
+    ]
+}
+
+pub(crate) fn check_size(body: &[u8]) -> Result<(), AdapterError> {
+    if body.len() > MAX_BODY_BYTES {
+        return Err(AdapterError::TooLarge { size: body.len(), limit: MAX_BODY_BYTES });
+    }
+    Ok(())
+}
+
+/// Parse a JSON body, with serde's message (which names the field and position) on failure.
+pub(crate) fn parse_json<T: DeserializeOwned>(provider: &str, body: &[u8]) -> Result<T, AdapterError> {
+    serde_json::from_slice(body).map_err(|e| AdapterError::Malformed(format!("{provider} payload: {e}")))
+}
+
+/// Unix seconds to a UTC time; `what` names the field for the error.
+pub(crate) fn unix_time(secs: i64, what: &str) -> Result<DateTime<Utc>, AdapterError> {
+    DateTime::from_timestamp(secs, 0)
+        .ok_or_else(|| AdapterError::Malformed(format!("{what} `{secs}` is not a valid unix time")))
+}
+
+/// A trimmed, non-empty string, or `None`.
+pub(crate) fn non_empty(s: Option<&str>) -> Option<String> {
+    s.map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned)
+}

@@ -1,0 +1,318 @@
+//! Telegram Bot API adapter (`chat.telegram`).
+//!
+//! Maps one webhook [`Update`](https://core.telegram.org/bots/api#update): `message` →
+//! [`UpdateAction::Append`], `edited_message` → [`UpdateAction::Edit`]. Every other update kind
+//! (callback and inline queries, channel posts, member updates, polls, ...) decodes to no
+//! updates. One conversation per chat: the thread key and `external_channel_id` are the chat id.
+//! The idempotency key is `telegram:{chat_id}:{message_id}` (message ids are per chat).
+//!
+//! Photos (the largest size) and documents, audio, voice notes, videos and video notes become
+//! attachment metadata with the Bot API `file_id` as `content_id` (the runtime fetches content
+//! with `getFile`; no URL can be built without the bot token). Messages sent by a bot
+//! (`from.is_bot`) or by the configured own bot id are outbound.
+
+use async_trait::async_trait;
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+use super::{check_size, non_empty, parse_json, unix_time};
+use crate::{
+    AdapterError, Attachment, ChannelAdapter, ChannelType, Delivery, Direction, NormalizedMessage, NormalizedUpdate,
+    Sender, ThreadRef, UpdateAction,
+};
+
+/// The adapter key (second word of the routing key `chat.telegram`).
+pub const ADAPTER_KEY: &str = "telegram";
+
+/// Per-entry-point configuration of the Telegram adapter.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TelegramConfig {
+    /// Our bot's user id (the number before `:` in its token). Its messages are outbound; they
+    /// already are through `from.is_bot`, this only guards against payloads that omit it.
+    pub bot_user_id: Option<i64>,
+}
+
+/// The Telegram Bot API adapter.
+#[derive(Debug, Clone, Default)]
+pub struct TelegramAdapter {
+    config: TelegramConfig,
+}
+
+impl TelegramAdapter {
+    pub fn new(config: TelegramConfig) -> Self {
+        Self { config }
+    }
+
+    pub fn config(&self) -> &TelegramConfig {
+        &self.config
+    }
+}
+
+#[async_trait]
+impl ChannelAdapter for TelegramAdapter {
+    fn channel_type(&self) -> ChannelType {
+        ChannelType::Chat
+    }
+    fn adapter_key(&self) -> &str {
+        ADAPTER_KEY
+    }
+    async fn decode(&self, delivery: &Delivery<'_>) -> Result<Vec<NormalizedUpdate>, AdapterError> {
+        decode(delivery.body, delivery, &self.config)
+    }
+}
+
+#[derive(Deserialize)]
+struct Update {
+    update_id: Option<i64>,
+    message: Option<Message>,
+    edited_message: Option<Message>,
+}
+
+#[derive(Deserialize)]
+struct Message {
+    message_id: i64,
+    date: i64,
+    chat: Chat,
+    from: Option<User>,
+    sender_chat: Option<Chat>,
+    text: Option<String>,
+    caption: Option<String>,
+    photo: Option<Vec<PhotoSize>>,
+    document: Option<FileMeta>,
+    audio: Option<FileMeta>,
+    voice: Option<FileMeta>,
+    video: Option<FileMeta>,
+    video_note: Option<FileMeta>,
+    edit_date: Option<i64>,
+    message_thread_id: Option<i64>,
+    reply_to_message: Option<ReplyRef>,
+}
+
+#[derive(Deserialize)]
+struct Chat {
+    id: i64,
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    title: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct User {
+    id: i64,
+    #[serde(default)]
+    is_bot: bool,
+    first_name: Option<String>,
+    last_name: Option<String>,
+    username: Option<String>,
+    language_code: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct FileMeta {
+    file_id: String,
+    file_name: Option<String>,
+    mime_type: Option<String>,
+    file_size: Option<u64>,
+}
+
+#[derive(Deserialize)]
+struct PhotoSize {
+    file_id: String,
+    #[serde(default)]
+    width: u64,
+    #[serde(default)]
+    height: u64,
+    file_size: Option<u64>,
+}
+
+#[derive(Deserialize)]
+struct ReplyRef {
+    message_id: i64,
+    chat: Option<ChatId>,
+}
+
+#[derive(Deserialize)]
+struct ChatId {
+    id: i64,
+}
+
+/// Pure decode function, exposed for fuzzing.
+pub fn decode(
+    body: &[u8],
+    _delivery: &Delivery<'_>,
+    config: &TelegramConfig,
+) -> Result<Vec<NormalizedUpdate>, AdapterError> {
+    check_size(body)?;
+    let update: Update = parse_json("Telegram", body)?;
+    if let Some(message) = update.message {
+        return Ok(vec![append(message, update.update_id, config)?]);
+    }
+    if let Some(message) = update.edited_message {
+        return Ok(vec![edit(message)?]);
+    }
+    Ok(vec![])
+}
+
+fn append(message: Message, update_id: Option<i64>, config: &TelegramConfig) -> Result<NormalizedUpdate, AdapterError> {
+    let chat_id = message.chat.id.to_string();
+    let occurred_at = unix_time(message.date, "message.date")?;
+
+    let (sender, direction) = match &message.from {
+        Some(user) => {
+            let name = [user.first_name.as_deref(), user.last_name.as_deref()]
+                .into_iter()
+                .flatten()
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .collect::<Vec<_>>()
+                .join(" ");
+            let display_name = non_empty(Some(&name)).or_else(|| non_empty(user.username.as_deref()));
+            let own = config.bot_user_id == Some(user.id);
+            let direction = if user.is_bot || own { Direction::Outbound } else { Direction::Inbound };
+            (Sender { id: Some(user.id.to_string()), display_name, ..Sender::default() }, direction)
+        }
+        None => {
+            // Anonymous group admins and channels post as a chat.
+            let chat = message.sender_chat.as_ref().unwrap_or(&message.chat);
+            (
+                Sender {
+                    id: Some(chat.id.to_string()),
+                    display_name: non_empty(chat.title.as_deref()),
+                    ..Sender::default()
+                },
+                Direction::Inbound,
+            )
+        }
+    };
+
+    let references = message
+        .reply_to_message
+        .as_ref()
+        .map(|r| vec![message_key(r.chat.as_ref().map_or(message.chat.id, |c| c.id), r.message_id)])
+        .unwrap_or_default();
+
+    let mut meta = Map::new();
+    if let Some(id) = update_id {
+        meta.insert("updateId".into(), Value::from(id));
+    }
+    if let Some(kind) = non_empty(message.chat.kind.as_deref()) {
+        meta.insert("chatType".into(), Value::String(kind));
+    }
+    if let Some(thread) = message.message_thread_id {
+        meta.insert("messageThreadId".into(), Value::from(thread));
+    }
+    if let Some(user) = &message.from {
+        if let Some(username) = non_empty(user.username.as_deref()) {
+            meta.insert("username".into(), Value::String(username));
+        }
+        if let Some(lang) = non_empty(user.language_code.as_deref()) {
+            meta.insert("languageCode".into(), Value::String(lang));
+        }
+    }
+
+    Ok(NormalizedUpdate {
+        external_channel_id: Some(chat_id.clone()),
+        thread: ThreadRef { key: Some(chat_id), references, conversation_id_hint: None },
+        action: UpdateAction::Append(NormalizedMessage {
+            idempotency_key: message_key(message.chat.id, message.message_id),
+            direction,
+            sender,
+            subject: None,
+            body: body_of(&message),
+            attachments: attachments(&message),
+            occurred_at,
+            is_auto_reply: false,
+            metadata: meta,
+        }),
+    })
+}
+
+fn edit(message: Message) -> Result<NormalizedUpdate, AdapterError> {
+    let chat_id = message.chat.id.to_string();
+    let edited_at = match message.edit_date {
+        Some(at) => unix_time(at, "edited_message.edit_date")?,
+        None => unix_time(message.date, "edited_message.date")?,
+    };
+    Ok(NormalizedUpdate {
+        external_channel_id: Some(chat_id.clone()),
+        thread: ThreadRef { key: Some(chat_id), references: vec![], conversation_id_hint: None },
+        action: UpdateAction::Edit {
+            idempotency_key: message_key(message.chat.id, message.message_id),
+            body: body_of(&message),
+            edited_at,
+        },
+    })
+}
+
+fn body_of(message: &Message) -> String {
+    message.text.clone().or_else(|| message.caption.clone()).unwrap_or_default()
+}
+
+fn attachments(message: &Message) -> Vec<Attachment> {
+    let mut out = Vec::new();
+    // Photo sizes come smallest first; keep the largest one only.
+    if let Some(photo) = message.photo.iter().flatten().max_by_key(|p| (p.width.saturating_mul(p.height), p.file_size))
+    {
+        out.push(Attachment {
+            // Photos sent as photos (not as files) are re-encoded by Telegram as JPEG.
+            content_type: Some("image/jpeg".into()),
+            size: photo.file_size,
+            content_id: Some(photo.file_id.clone()),
+            ..Attachment::default()
+        });
+    }
+    // `animation` messages also carry `document`, so it is not read separately.
+    for file in
+        [&message.document, &message.audio, &message.voice, &message.video, &message.video_note].into_iter().flatten()
+    {
+        out.push(Attachment {
+            filename: non_empty(file.file_name.as_deref()),
+            content_type: non_empty(file.mime_type.as_deref()),
+            size: file.file_size,
+            content_id: Some(file.file_id.clone()),
+            ..Attachment::default()
+        });
+    }
+    out
+}
+
+/// The idempotency key of Telegram message `message_id` in chat `chat_id`.
+pub fn message_key(chat_id: i64, message_id: i64) -> String {
+    format!("telegram:{chat_id}:{message_id}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Headers;
+
+    fn run(body: &str) -> Result<Vec<NormalizedUpdate>, AdapterError> {
+        let headers = Headers::new();
+        let delivery = Delivery {
+            body: body.as_bytes(),
+            headers: &headers,
+            external_channel_id: None,
+            received_at: "2026-01-01T00:00:00Z".parse().unwrap(),
+        };
+        decode(body.as_bytes(), &delivery, &TelegramConfig::default())
+    }
+
+    #[test]
+    fn reply_references_the_replied_message() {
+        let body = r#"{"update_id":1,"message":{"message_id":5,"date":1,"chat":{"id":-100,"type":"group"},
+            "from":{"id":7,"is_bot":false,"first_name":"A"},"text":"yes","reply_to_message":{"message_id":4,"date":0,"chat":{"id":-100}}}}"#;
+        let updates = run(body).unwrap();
+        assert_eq!(updates[0].thread.references, vec!["telegram:-100:4".to_string()]);
+        assert_eq!(updates[0].idempotency_key(), "telegram:-100:5");
+    }
+
+    #[test]
+    fn errors_name_the_problem() {
+        let err = run(r#"{"update_id":1,"message":{"date":1,"chat":{"id":1}}}"#).unwrap_err();
+        assert!(err.to_string().contains("message_id"), "{err}");
+        let err = run(r#"{"message":{"message_id":1,"date":99999999999999,"chat":{"id":1}}}"#).unwrap_err();
+        assert!(err.to_string().contains("message.date"), "{err}");
+        assert_eq!(run("[]").unwrap_err().reason_code(), "malformed_payload");
+        assert!(run(r#"{"update_id":3,"poll":{"id":"x"}}"#).unwrap().is_empty());
+    }
+}

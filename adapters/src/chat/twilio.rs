@@ -1,0 +1,209 @@
+//! Twilio Programmable Messaging adapter (`chat.twilio-sms`).
+//!
+//! Decodes Twilio's `application/x-www-form-urlencoded` incoming-message webhook (SMS, MMS, and
+//! WhatsApp-through-Twilio): `MessageSid` (or the legacy `SmsMessageSid`/`SmsSid`), `From`, `To`,
+//! `Body`, `NumMedia` with `MediaUrl{N}`/`MediaContentType{N}`. The idempotency key is
+//! `twilio:{MessageSid}`, the `external_channel_id` is `To` (our number), the thread key and
+//! sender id are `From` (one conversation per customer number). The payload carries no time, so
+//! `occurred_at` is the delivery's `received_at`.
+//!
+//! The same endpoint often also receives status callbacks for messages we sent (`MessageStatus`
+//! of `sent`, `delivered`, `undelivered`, `failed`, `read`, ...). Those become
+//! [`UpdateAction::Status`] on the same key, with `ErrorCode`/`ErrorMessage` as detail.
+
+use async_trait::async_trait;
+use serde_json::{Map, Value};
+
+use super::{check_size, non_empty};
+use crate::{
+    AdapterError, Attachment, ChannelAdapter, ChannelType, Delivery, Direction, NormalizedMessage, NormalizedUpdate,
+    Sender, ThreadRef, UpdateAction,
+};
+
+/// The adapter key (second word of the routing key `chat.twilio-sms`).
+pub const ADAPTER_KEY: &str = "twilio-sms";
+
+/// Twilio attaches at most 10 media to a message; more indices than this are never read.
+pub const MAX_MEDIA: usize = 20;
+
+/// Configuration of the Twilio adapter (nothing to configure yet).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TwilioSmsConfig {}
+
+/// The Twilio SMS/MMS adapter.
+#[derive(Debug, Clone, Default)]
+pub struct TwilioSmsAdapter {
+    config: TwilioSmsConfig,
+}
+
+impl TwilioSmsAdapter {
+    pub fn new(config: TwilioSmsConfig) -> Self {
+        Self { config }
+    }
+
+    pub fn config(&self) -> &TwilioSmsConfig {
+        &self.config
+    }
+}
+
+#[async_trait]
+impl ChannelAdapter for TwilioSmsAdapter {
+    fn channel_type(&self) -> ChannelType {
+        ChannelType::Chat
+    }
+    fn adapter_key(&self) -> &str {
+        ADAPTER_KEY
+    }
+    async fn decode(&self, delivery: &Delivery<'_>) -> Result<Vec<NormalizedUpdate>, AdapterError> {
+        decode(delivery.body, delivery, &self.config)
+    }
+}
+
+/// Parse a form-encoded body into its `(name, value)` pairs, in order. Also what
+/// [`crate::signature::verify_twilio`] needs as `form_params`.
+pub fn form_params(body: &[u8]) -> Result<Vec<(String, String)>, AdapterError> {
+    check_size(body)?;
+    let trimmed = body.trim_ascii_start();
+    if trimmed.starts_with(b"{") || trimmed.starts_with(b"[") {
+        return Err(AdapterError::Malformed(
+            "Twilio webhook bodies are application/x-www-form-urlencoded, this looks like JSON".into(),
+        ));
+    }
+    serde_urlencoded::from_bytes(body).map_err(|e| AdapterError::Malformed(format!("Twilio form body: {e}")))
+}
+
+/// Pure decode function, exposed for fuzzing.
+pub fn decode(
+    body: &[u8],
+    delivery: &Delivery<'_>,
+    _config: &TwilioSmsConfig,
+) -> Result<Vec<NormalizedUpdate>, AdapterError> {
+    let params = form_params(body)?;
+    let get = |name: &str| non_empty(params.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str()));
+
+    let sid = get("MessageSid")
+        .or_else(|| get("SmsMessageSid"))
+        .or_else(|| get("SmsSid"))
+        .ok_or_else(|| AdapterError::Missing("MessageSid".into()))?;
+    let from = get("From").ok_or_else(|| AdapterError::Missing("From".into()))?;
+    let to = get("To").ok_or_else(|| AdapterError::Missing("To".into()))?;
+
+    let status = get("MessageStatus").or_else(|| get("SmsStatus"));
+    if let Some(status) = status.filter(|s| s != "received" && s != "receiving") {
+        // A status callback for a message we sent: From is our number, To the customer.
+        let detail = match (get("ErrorCode"), get("ErrorMessage")) {
+            (Some(code), Some(message)) => Some(format!("{code}: {message}")),
+            (Some(code), None) => Some(format!("error {code}")),
+            (None, message) => message,
+        };
+        return Ok(vec![NormalizedUpdate {
+            external_channel_id: Some(from),
+            thread: ThreadRef { key: Some(to), references: vec![], conversation_id_hint: None },
+            action: UpdateAction::Status {
+                idempotency_key: message_key(&sid),
+                status,
+                at: delivery.received_at,
+                detail,
+            },
+        }]);
+    }
+
+    let num_media = match get("NumMedia") {
+        Some(n) => n.parse::<usize>().map_err(|_| {
+            AdapterError::Malformed(format!("NumMedia `{}` is not a number", n.chars().take(20).collect::<String>()))
+        })?,
+        None => 0,
+    };
+    let attachments = (0..num_media.min(MAX_MEDIA))
+        .filter_map(|i| {
+            let url = get(&format!("MediaUrl{i}"))?;
+            Some(Attachment {
+                url: Some(url),
+                content_type: get(&format!("MediaContentType{i}")),
+                ..Attachment::default()
+            })
+        })
+        .collect();
+
+    let mut meta = Map::new();
+    for (param, key) in [
+        ("AccountSid", "accountSid"),
+        ("MessagingServiceSid", "messagingServiceSid"),
+        ("NumSegments", "numSegments"),
+        ("FromCity", "fromCity"),
+        ("FromState", "fromState"),
+        ("FromZip", "fromZip"),
+        ("FromCountry", "fromCountry"),
+        ("WaId", "waId"),
+    ] {
+        if let Some(value) = get(param) {
+            meta.insert(key.into(), Value::String(value));
+        }
+    }
+    let references = get("OriginalRepliedMessageSid").map(|s| vec![message_key(&s)]).unwrap_or_default();
+
+    Ok(vec![NormalizedUpdate {
+        external_channel_id: Some(to),
+        thread: ThreadRef { key: Some(from.clone()), references, conversation_id_hint: None },
+        action: UpdateAction::Append(NormalizedMessage {
+            idempotency_key: message_key(&sid),
+            direction: Direction::Inbound,
+            sender: Sender { id: Some(from), display_name: get("ProfileName"), ..Sender::default() },
+            subject: None,
+            body: params.iter().find(|(k, _)| k == "Body").map(|(_, v)| v.clone()).unwrap_or_default(),
+            attachments,
+            occurred_at: delivery.received_at,
+            is_auto_reply: false,
+            metadata: meta,
+        }),
+    }])
+}
+
+/// The idempotency key of the Twilio message `sid`.
+pub fn message_key(sid: &str) -> String {
+    format!("twilio:{sid}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Headers;
+
+    fn run(body: &str) -> Result<Vec<NormalizedUpdate>, AdapterError> {
+        let headers = Headers::new();
+        let delivery = Delivery {
+            body: body.as_bytes(),
+            headers: &headers,
+            external_channel_id: None,
+            received_at: "2026-01-01T00:00:00Z".parse().unwrap(),
+        };
+        decode(body.as_bytes(), &delivery, &TwilioSmsConfig::default())
+    }
+
+    #[test]
+    fn errors_name_the_problem() {
+        assert_eq!(run("From=%2B1&To=%2B2").unwrap_err(), AdapterError::Missing("MessageSid".into()));
+        assert_eq!(run("MessageSid=SM1&To=%2B2").unwrap_err(), AdapterError::Missing("From".into()));
+        assert_eq!(run("MessageSid=SM1&From=%2B1").unwrap_err(), AdapterError::Missing("To".into()));
+        let err = run("MessageSid=SM1&From=%2B1&To=%2B2&NumMedia=lots").unwrap_err();
+        assert!(err.to_string().contains("NumMedia `lots`"), "{err}");
+        let err = run(r#"{"MessageSid":"SM1"}"#).unwrap_err();
+        assert!(err.to_string().contains("JSON"), "{err}");
+    }
+
+    #[test]
+    fn huge_num_media_reads_only_present_urls() {
+        let updates = run("MessageSid=SM1&From=%2B1&To=%2B2&NumMedia=4000000000&MediaUrl0=https%3A%2F%2Fx").unwrap();
+        let UpdateAction::Append(m) = &updates[0].action else { panic!() };
+        assert_eq!(m.attachments.len(), 1);
+        assert_eq!(m.body, "");
+    }
+
+    #[test]
+    fn body_keeps_its_whitespace() {
+        let updates = run("MessageSid=SM1&From=%2B1&To=%2B2&Body=+hi+there%0A").unwrap();
+        let UpdateAction::Append(m) = &updates[0].action else { panic!() };
+        assert_eq!(m.body, " hi there\n");
+    }
+}
