@@ -189,6 +189,9 @@ pub struct ResolvedEntryPoint {
     pub id: Uuid,
     pub project_id: String,
     pub adapter_key: String,
+    /// Normalized, as stored.
+    pub external_channel_id: String,
+    pub metadata: serde_json::Map<String, serde_json::Value>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -210,7 +213,7 @@ pub async fn resolve_entry_point(
 ) -> Result<ResolvedEntryPoint, ResolveError> {
     let external = normalize_external_channel_id(channel_type, external_channel_id);
     let rows = sqlx::query(
-        "SELECT id, project_id, adapter_key FROM entry_points
+        "SELECT id, project_id, adapter_key, external_channel_id, metadata FROM entry_points
           WHERE channel_type = $1 AND external_channel_id = $2 AND ($3::text IS NULL OR project_id = $3)
           LIMIT 2",
     )
@@ -224,6 +227,11 @@ pub async fn resolve_entry_point(
             id: row.get("id"),
             project_id: row.get("project_id"),
             adapter_key: row.get("adapter_key"),
+            external_channel_id: row.get("external_channel_id"),
+            metadata: match row.get::<serde_json::Value, _>("metadata") {
+                serde_json::Value::Object(map) => map,
+                _ => Default::default(),
+            },
         }),
         [] => Err(ResolveError::Unknown {
             channel_type,

@@ -34,6 +34,7 @@ impl ChannelAdapter for EditAdapter {
     async fn decode(&self, d: &Delivery<'_>) -> Result<Vec<NormalizedUpdate>, AdapterError> {
         Ok(vec![NormalizedUpdate {
             external_channel_id: None,
+            fallback_channel_ids: vec![],
             thread: ThreadRef::default(),
             action: UpdateAction::Edit {
                 idempotency_key: String::from_utf8_lossy(d.body).into_owned(),

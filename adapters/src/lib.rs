@@ -53,4 +53,9 @@ pub trait ChannelAdapter: Send + Sync {
     /// Decode one delivery. An empty vector means "nothing to apply" (e.g. an ignored event
     /// type); the worker acks it and counts it as skipped.
     async fn decode(&self, delivery: &Delivery<'_>) -> Result<Vec<NormalizedUpdate>, AdapterError>;
+
+    /// Adjust an update once its entry point is known, still without I/O. Some facts depend on
+    /// the entry point: an email from the mailbox's own address, or a Slack message from the
+    /// entry point's bot user, is outbound. The default changes nothing.
+    fn refine(&self, _update: &mut NormalizedUpdate, _entry_point: &EntryPointInfo<'_>) {}
 }

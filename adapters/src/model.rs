@@ -119,6 +119,22 @@ pub struct Attachment {
     pub url: Option<String>,
     #[serde(default)]
     pub inline: bool,
+    /// Where the runtime stored the content (set by intake, not by adapters).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage_key: Option<String>,
+    /// The bytes, when the adapter was asked to keep them; never serialized.
+    #[serde(skip)]
+    pub content: Option<AttachmentContent>,
+}
+
+/// Attachment bytes carried from an adapter to the runtime's attachment store.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct AttachmentContent(pub Vec<u8>);
+
+impl fmt::Debug for AttachmentContent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "AttachmentContent({} bytes)", self.0.len())
+    }
 }
 
 /// A message to append to a conversation.
@@ -186,13 +202,27 @@ pub struct ThreadRef {
 #[serde(rename_all = "camelCase")]
 pub struct NormalizedUpdate {
     /// The entry point's id in the outside system (mailbox, Slack channel id, phone number).
-    /// `None` means: take the one from the delivery envelope.
+    /// `None` (and no fallbacks) means: take the one from the delivery envelope.
     pub external_channel_id: Option<String>,
+    /// Further candidates, tried in order when `external_channel_id` is not a known entry point
+    /// (an email names its mailbox in several headers).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fallback_channel_ids: Vec<String>,
     pub thread: ThreadRef,
     pub action: UpdateAction,
 }
 
 impl NormalizedUpdate {
+    /// The external channel ids to resolve, in order; the envelope's when the payload names none.
+    pub fn channel_id_candidates<'a>(&'a self, envelope: Option<&'a str>) -> Vec<&'a str> {
+        let mut candidates: Vec<&str> =
+            self.external_channel_id.iter().chain(&self.fallback_channel_ids).map(String::as_str).collect();
+        if candidates.is_empty() {
+            candidates.extend(envelope);
+        }
+        candidates
+    }
+
     /// The idempotency key of the message this update appends or touches.
     pub fn idempotency_key(&self) -> &str {
         match &self.action {
@@ -202,6 +232,18 @@ impl NormalizedUpdate {
             | UpdateAction::Status { idempotency_key, .. } => idempotency_key,
         }
     }
+}
+
+/// What the runtime knows about the entry point an update resolved to; see
+/// [`crate::ChannelAdapter::refine`].
+#[derive(Debug, Clone, Copy)]
+pub struct EntryPointInfo<'a> {
+    /// Normalized (e-mail addresses lower-cased).
+    pub external_channel_id: &'a str,
+    pub adapter_key: &'a str,
+    /// The entry point's `metadata` object (adapter settings such as `botUserId`,
+    /// `agentDomains`).
+    pub metadata: &'a serde_json::Map<String, serde_json::Value>,
 }
 
 /// Cut a body down to a one-line preview of at most `max_chars` characters.

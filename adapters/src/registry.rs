@@ -15,9 +15,18 @@ impl AdapterRegistry {
         Self::default()
     }
 
-    /// Every adapter intake ships, under its default key.
+    /// Every adapter intake ships, under its default key, with default settings.
     pub fn with_defaults() -> Self {
+        Self::with_email_config(crate::email::EmailConfig::default())
+    }
+
+    /// Every adapter intake ships, with the email adapter configured.
+    pub fn with_email_config(email: crate::email::EmailConfig) -> Self {
         let mut registry = Self::new();
+        registry.register(Arc::new(crate::email::EmailAdapter::new(email)));
+        for adapter in crate::chat::default_adapters() {
+            registry.register(adapter);
+        }
         registry.register(Arc::new(crate::webhook::GenericWebhookAdapter::new(ChannelType::Webhook, "webhook")));
         registry
     }

@@ -76,6 +76,7 @@ pub fn decode_generic(body: &[u8], received_at: DateTime<Utc>) -> Result<Vec<Nor
             }
             Ok(NormalizedUpdate {
                 external_channel_id: m.external_channel_id,
+                fallback_channel_ids: vec![],
                 thread: ThreadRef { key: m.conversation_key, references: m.in_reply_to, conversation_id_hint: None },
                 action: UpdateAction::Append(NormalizedMessage {
                     idempotency_key: m.id,

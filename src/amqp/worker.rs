@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use futures_util::StreamExt;
-use intake_adapters::{AdapterRegistry, ChannelType, Delivery as AdapterDelivery, Headers};
+use intake_adapters::{AdapterRegistry, ChannelType, Delivery as AdapterDelivery, EntryPointInfo, Headers};
 use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicQosOptions};
 use lapin::types::{AMQPValue, FieldTable};
@@ -559,20 +559,43 @@ async fn plan(shared: &Shared, delivery: &Delivery) -> Result<Plan, Transient> {
         return Ok(Plan::Skip);
     }
     let mut requests = Vec::with_capacity(updates.len());
-    for update in updates {
-        let Some(external) = update.external_channel_id.clone().or_else(|| envelope_external.clone()) else {
+    for mut update in updates {
+        let candidates: Vec<String> =
+            update.channel_id_candidates(envelope_external.as_deref()).into_iter().map(str::to_owned).collect();
+        if candidates.is_empty() {
             return dead(
                 "missing_entry_point",
                 format!("neither the payload nor the `{}` header names the entry point", envelope::EXTERNAL_CHANNEL_ID),
             );
+        }
+        let mut found = None;
+        for external in &candidates {
+            match resolve_cached(shared, channel_type, external, project.as_deref()).await {
+                Ok(ep) => {
+                    found = Some(ep);
+                    break;
+                }
+                Err(ResolveError::Unknown { .. }) => continue,
+                Err(e @ ResolveError::Ambiguous { .. }) => return dead("ambiguous_entry_point", e.to_string()),
+                Err(ResolveError::Database(e)) if is_transient_db(&e) => {
+                    return Err(Transient(format!("database: {e}")))
+                }
+                Err(ResolveError::Database(e)) => return dead("database_rejected", e.to_string()),
+            }
+        }
+        let Some(entry_point) = found else {
+            let in_project = project.as_deref().map(|p| format!(" in project `{p}`")).unwrap_or_default();
+            let names = candidates.iter().map(|c| format!("`{c}`")).collect::<Vec<_>>().join(", ");
+            return dead("unknown_entry_point", format!("no {channel_type} entry point{in_project} for {names}"));
         };
-        let entry_point = match resolve_cached(shared, channel_type, &external, project.as_deref()).await {
-            Ok(ep) => ep,
-            Err(e @ ResolveError::Unknown { .. }) => return dead("unknown_entry_point", e.to_string()),
-            Err(e @ ResolveError::Ambiguous { .. }) => return dead("ambiguous_entry_point", e.to_string()),
-            Err(ResolveError::Database(e)) if is_transient_db(&e) => return Err(Transient(format!("database: {e}"))),
-            Err(ResolveError::Database(e)) => return dead("database_rejected", e.to_string()),
-        };
+        adapter.refine(
+            &mut update,
+            &EntryPointInfo {
+                external_channel_id: &entry_point.external_channel_id,
+                adapter_key: &entry_point.adapter_key,
+                metadata: &entry_point.metadata,
+            },
+        );
         requests.push(UpdateRequest {
             project_id: entry_point.project_id,
             target: Target::Channel { entry_point_id: entry_point.id, thread: update.thread },

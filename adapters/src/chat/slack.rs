@@ -229,6 +229,7 @@ fn append(
             sha256: None,
             url: non_empty(f.url_private.as_deref()),
             inline: false,
+            ..Default::default()
         })
         .collect();
 
@@ -239,6 +240,7 @@ fn append(
 
     Ok(NormalizedUpdate {
         external_channel_id: Some(channel.to_owned()),
+        fallback_channel_ids: vec![],
         thread: ThreadRef { key: Some(thread_key), references, conversation_id_hint: None },
         action: UpdateAction::Append(NormalizedMessage {
             idempotency_key: message_key(channel, &ts),
@@ -275,6 +277,7 @@ fn edit(
     let thread_key = non_empty(message.thread_ts.as_deref()).unwrap_or_else(|| ts.clone());
     Ok(Some(NormalizedUpdate {
         external_channel_id: Some(channel.to_owned()),
+        fallback_channel_ids: vec![],
         thread: ThreadRef {
             references: vec![message_key(channel, &thread_key)],
             key: Some(thread_key),
@@ -292,6 +295,7 @@ fn delete(event: &MessageEvent, channel: &str, delivery: &Delivery<'_>) -> Resul
     let thread_key = previous.and_then(|p| non_empty(p.thread_ts.as_deref())).unwrap_or_else(|| deleted_ts.clone());
     Ok(NormalizedUpdate {
         external_channel_id: Some(channel.to_owned()),
+        fallback_channel_ids: vec![],
         thread: ThreadRef {
             references: vec![message_key(channel, &thread_key)],
             key: Some(thread_key),

@@ -212,6 +212,7 @@ fn append(message: Message, update_id: Option<i64>, config: &TelegramConfig) -> 
 
     Ok(NormalizedUpdate {
         external_channel_id: Some(chat_id.clone()),
+        fallback_channel_ids: vec![],
         thread: ThreadRef { key: Some(chat_id), references, conversation_id_hint: None },
         action: UpdateAction::Append(NormalizedMessage {
             idempotency_key: message_key(message.chat.id, message.message_id),
@@ -235,6 +236,7 @@ fn edit(message: Message) -> Result<NormalizedUpdate, AdapterError> {
     };
     Ok(NormalizedUpdate {
         external_channel_id: Some(chat_id.clone()),
+        fallback_channel_ids: vec![],
         thread: ThreadRef { key: Some(chat_id), references: vec![], conversation_id_hint: None },
         action: UpdateAction::Edit {
             idempotency_key: message_key(message.chat.id, message.message_id),

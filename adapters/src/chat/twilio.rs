@@ -99,6 +99,7 @@ pub fn decode(
         };
         return Ok(vec![NormalizedUpdate {
             external_channel_id: Some(from),
+            fallback_channel_ids: vec![],
             thread: ThreadRef { key: Some(to), references: vec![], conversation_id_hint: None },
             action: UpdateAction::Status {
                 idempotency_key: message_key(&sid),
@@ -145,6 +146,7 @@ pub fn decode(
 
     Ok(vec![NormalizedUpdate {
         external_channel_id: Some(to),
+        fallback_channel_ids: vec![],
         thread: ThreadRef { key: Some(from.clone()), references, conversation_id_hint: None },
         action: UpdateAction::Append(NormalizedMessage {
             idempotency_key: message_key(&sid),

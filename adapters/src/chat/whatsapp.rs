@@ -279,6 +279,7 @@ fn decode_value(
         let recipient = non_empty(status.recipient_id.as_deref());
         updates.push(NormalizedUpdate {
             external_channel_id: Some(phone_number_id.clone()),
+            fallback_channel_ids: vec![],
             thread: ThreadRef { key: recipient, references: vec![], conversation_id_hint: None },
             action: UpdateAction::Status {
                 idempotency_key: message_key(&status.id),
@@ -322,6 +323,7 @@ fn append(
                 sha256: non_empty(media.sha256.as_deref()),
                 url: non_empty(media.url.as_deref()),
                 inline: false,
+                ..Default::default()
             });
             media.caption.clone().unwrap_or_default()
         }
@@ -397,6 +399,7 @@ fn append(
 
     Ok(Some(NormalizedUpdate {
         external_channel_id: Some(phone_number_id.to_owned()),
+        fallback_channel_ids: vec![],
         thread: ThreadRef { key: Some(wa_id), references, conversation_id_hint: None },
         action: UpdateAction::Append(NormalizedMessage {
             idempotency_key: message_key(&message.id),
