@@ -259,12 +259,18 @@ fn duplicate(
     Ok(UpdateOutcome { conversation_id, message_id: Some(message_id), effect: Effect::Duplicate })
 }
 
+/// The message with this idempotency key, or with this channel id (the Message-ID intake gave
+/// a mail it sent: a copy of that mail coming back in is the same message).
 async fn find_message(conn: &mut PgConnection, project: &str, key: &str) -> Result<Option<(Uuid, Uuid)>, sqlx::Error> {
-    sqlx::query_as("SELECT id, conversation_id FROM messages WHERE project_id = $1 AND idempotency_key = $2")
-        .bind(project)
-        .bind(key)
-        .fetch_optional(conn)
-        .await
+    sqlx::query_as(
+        "SELECT id, conversation_id FROM messages
+          WHERE project_id = $1 AND (idempotency_key = $2 OR external_id = $2)
+          ORDER BY (idempotency_key = $2) DESC LIMIT 1",
+    )
+    .bind(project)
+    .bind(key)
+    .fetch_optional(conn)
+    .await
 }
 
 async fn lock_conversation(conn: &mut PgConnection, project: &str, id: Uuid) -> Result<(), UpdateError> {
