@@ -2,6 +2,7 @@
 
 use std::io::Read;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
@@ -13,7 +14,7 @@ use crate::amqp::publish::{new_message_properties, ConfirmedPublisher, LazyPubli
 use crate::amqp::topology::Topology;
 use crate::amqp::worker::{self, WorkerSettings};
 use crate::amqp::{envelope, AmqpArgs};
-use crate::config::{DatabaseArgs, HttpArgs, LogFormat};
+use crate::config::{DatabaseArgs, GatewayArgs, HttpArgs, LogFormat};
 use crate::smtp::{Mailer, OutboundQueue, SmtpArgs};
 use crate::{http, store};
 
@@ -42,8 +43,12 @@ pub struct Cli {
 pub enum Command {
     /// Run the queue worker: declare the topology, consume, apply, ack (the main job).
     Worker(WorkerArgs),
-    /// Serve the internal HTTP API (conversations, entry points, health, metrics).
+    /// Serve the internal HTTP API (conversations, entry points, health, metrics) and the
+    /// webhook gateway (`/hooks/...`).
     Serve(ServeArgs),
+    /// Serve only the webhook gateway: `POST /hooks/{adapterKey}/{externalChannelId}` verifies
+    /// the provider's signature and publishes the body to RabbitMQ. Safe to expose publicly.
+    Gateway(GatewayCommandArgs),
     /// Publish files as messages (with publisher confirms), for integrators and tests.
     Publish(PublishArgs),
     /// Inspect, replay and purge dead-lettered messages.
@@ -64,6 +69,16 @@ pub struct ServeArgs {
     pub amqp: AmqpArgs,
     #[command(flatten)]
     pub smtp: SmtpArgs,
+    #[command(flatten)]
+    pub gateway: GatewayArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct GatewayCommandArgs {
+    #[command(flatten)]
+    pub amqp: AmqpArgs,
+    #[command(flatten)]
+    pub gateway: GatewayArgs,
 }
 
 #[derive(Debug, Args)]
@@ -100,6 +115,9 @@ pub struct WorkerArgs {
 
     #[command(flatten)]
     pub smtp: SmtpArgs,
+
+    #[command(flatten)]
+    pub gateway: GatewayArgs,
 }
 
 fn parse_channel_type(s: &str) -> Result<ChannelType, String> {
@@ -229,8 +247,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve(args) => {
             let pool = store::connect_and_migrate(&db.database_url, db.db_max_connections).await?;
             register_tokens(&pool, &args.http).await?;
-            let state = api_state(pool, &args.http, &args.amqp, &args.smtp);
-            http::serve(args.http.http_addr, state, shutdown_signal()).await
+            let router = api_router(pool, &args.http, &args.amqp, &args.smtp, &args.gateway);
+            http::serve_router(bind(args.http.http_addr).await?, router, shutdown_signal()).await
+        }
+        Command::Gateway(args) => {
+            let pool = store::connect_and_migrate(&db.database_url, db.db_max_connections).await?;
+            let publisher = Arc::new(LazyPublisher::new(&args.amqp.amqp_url).declaring(Topology::from(&args.amqp)));
+            let router = gateway_router(pool, publisher, &args.amqp, &args.gateway).merge(http::health_router());
+            http::serve_router(bind(args.gateway.gateway_addr).await?, router, shutdown_signal()).await
         }
         Command::Worker(args) => run_worker(db, args).await,
         Command::Publish(args) => publish(args).await,
@@ -250,9 +274,10 @@ async fn run_worker(db: &DatabaseArgs, args: WorkerArgs) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     let api = if args.with_api {
         register_tokens(&pool, &args.http).await?;
-        let state = api_state(pool.clone(), &args.http, &args.amqp, &args.smtp);
+        let router = api_router(pool.clone(), &args.http, &args.amqp, &args.smtp, &args.gateway);
+        let listener = bind(args.http.http_addr).await?;
         let stop = shutdown.clone();
-        Some(tokio::spawn(http::serve(args.http.http_addr, state, async move { stop.cancelled().await })))
+        Some(tokio::spawn(http::serve_router(listener, router, async move { stop.cancelled().await })))
     } else {
         crate::metrics::handle();
         None
@@ -379,14 +404,42 @@ async fn run_dlq(command: DlqCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn api_state(pool: sqlx::PgPool, http: &HttpArgs, amqp: &AmqpArgs, smtp: &SmtpArgs) -> http::AppState {
-    let outbound_email = smtp.smtp_url.as_ref().map(|_| {
-        std::sync::Arc::new(OutboundQueue {
-            exchange: amqp.exchange.clone(),
-            publisher: LazyPublisher::new(&amqp.amqp_url),
-        })
-    });
-    http::AppState { pool, body_limit: http.http_body_limit, outbound_email }
+async fn bind(addr: std::net::SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr).await.map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))
+}
+
+/// The internal API with the webhook gateway mounted; both publish through one connection.
+fn api_router(
+    pool: sqlx::PgPool,
+    http: &HttpArgs,
+    amqp: &AmqpArgs,
+    smtp: &SmtpArgs,
+    gateway: &GatewayArgs,
+) -> axum::Router {
+    let publisher = Arc::new(LazyPublisher::new(&amqp.amqp_url).declaring(Topology::from(amqp)));
+    let outbound_email = smtp
+        .smtp_url
+        .as_ref()
+        .map(|_| Arc::new(OutboundQueue { exchange: amqp.exchange.clone(), publisher: publisher.clone() }));
+    let state = http::AppState { pool: pool.clone(), body_limit: http.http_body_limit, outbound_email };
+    http::router(state).merge(gateway_router(pool, publisher, amqp, gateway))
+}
+
+fn gateway_router(
+    pool: sqlx::PgPool,
+    publisher: Arc<LazyPublisher>,
+    amqp: &AmqpArgs,
+    args: &GatewayArgs,
+) -> axum::Router {
+    crate::gateway::router(crate::gateway::GatewayState {
+        pool,
+        publisher,
+        exchange: amqp.exchange.clone(),
+        registry: AdapterRegistry::with_defaults(),
+        public_url: args.public_url.clone(),
+        tolerance_secs: args.signature_tolerance.as_secs() as i64,
+        body_limit: args.gateway_body_limit,
+    })
 }
 
 pub(crate) async fn register_tokens(pool: &sqlx::PgPool, args: &HttpArgs) -> anyhow::Result<()> {

@@ -66,6 +66,26 @@ impl HttpArgs {
     }
 }
 
+#[derive(Debug, Clone, Args)]
+pub struct GatewayArgs {
+    /// Address `intake gateway` listens on (`intake serve` mounts the gateway on its own address).
+    #[arg(long, env = "INTAKE_GATEWAY_ADDR", default_value = "127.0.0.1:8081")]
+    pub gateway_addr: SocketAddr,
+
+    /// Public base URL providers call, e.g. `https://hooks.example.com` (Twilio signs the full
+    /// URL). Unset: rebuilt from the `Host` and `X-Forwarded-Proto` headers.
+    #[arg(long, env = "INTAKE_GATEWAY_PUBLIC_URL")]
+    pub public_url: Option<String>,
+
+    /// Largest webhook body accepted, in bytes; larger ones get 413 and are not published.
+    #[arg(long, env = "INTAKE_GATEWAY_BODY_LIMIT", default_value_t = 1024 * 1024)]
+    pub gateway_body_limit: usize,
+
+    /// How far a signed timestamp may be from now before the request counts as a replay.
+    #[arg(long, env = "INTAKE_SIGNATURE_TOLERANCE", default_value = "5m", value_parser = crate::amqp::parse_duration)]
+    pub signature_tolerance: std::time::Duration,
+}
+
 /// Set up tracing. `RUST_LOG` picks the levels (default `info`).
 pub fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()

@@ -1,8 +1,6 @@
 //! The internal HTTP API (axum): conversations, entry points, health and metrics.
 //! Transport only: every change goes through [`crate::update`].
 
-use std::net::SocketAddr;
-
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, State};
@@ -38,6 +36,7 @@ pub fn router(state: AppState) -> Router {
         .route("/internal/conversations", post(create_conversation))
         .route("/internal/conversations/{conversation_id}", get(get_conversation).patch(patch_conversation))
         .route("/internal/entry-points", post(create_entry_point).get(list_entry_points))
+        .route("/internal/entry-points/{entry_point_id}", axum::routing::patch(patch_entry_point))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
@@ -47,15 +46,10 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Serve until `shutdown` resolves.
-pub async fn serve(
-    addr: SocketAddr,
-    state: AppState,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> anyhow::Result<()> {
-    let listener =
-        tokio::net::TcpListener::bind(addr).await.map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
-    serve_on(listener, state, shutdown).await
+/// Liveness, readiness-free health and metrics, for processes that serve no API (the gateway).
+pub fn health_router() -> Router {
+    crate::metrics::handle();
+    Router::new().route("/healthz", get(|| async { "ok" })).route("/metrics", get(metrics))
 }
 
 /// Serve on an already bound listener (tests bind port 0).
@@ -64,8 +58,17 @@ pub async fn serve_on(
     state: AppState,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    tracing::info!(addr = %listener.local_addr()?, "HTTP API listening");
-    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await?;
+    serve_router(listener, router(state), shutdown).await
+}
+
+/// Serve any router (the API, the gateway, or both merged) until `shutdown` resolves.
+pub async fn serve_router(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    tracing::info!(addr = %listener.local_addr()?, "HTTP listening");
+    axum::serve(listener, router).with_graceful_shutdown(shutdown).await?;
     Ok(())
 }
 
@@ -79,7 +82,7 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+    pub(crate) fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
         Self { status, code, message: message.into() }
     }
     fn bad_request(message: impl Into<String>) -> Self {
@@ -384,6 +387,19 @@ struct CreateEntryPointBody {
     external_channel_id: String,
     #[serde(default)]
     metadata: serde_json::Map<String, serde_json::Value>,
+    /// Secrets the webhook gateway verifies this entry point's requests with.
+    #[serde(default)]
+    webhook_secrets: Vec<String>,
+    /// Token Meta's webhook subscription check must present.
+    verify_token: Option<String>,
+}
+
+fn check_webhook_secrets(adapter_key: &str, secrets: &[String]) -> Result<(), ApiError> {
+    let scheme = crate::gateway::SignatureScheme::for_adapter(adapter_key);
+    for (i, secret) in secrets.iter().enumerate() {
+        scheme.check_secret(secret).map_err(|e| ApiError::bad_request(format!("webhookSecrets[{i}]: {e}")))?;
+    }
+    Ok(())
 }
 
 async fn create_entry_point(
@@ -400,13 +416,16 @@ async fn create_entry_point(
     if body.external_channel_id.trim().is_empty() {
         return Err(ApiError::bad_request("externalChannelId: must not be empty"));
     }
-    match store::create_entry_point(
+    check_webhook_secrets(body.adapter_key.trim(), &body.webhook_secrets)?;
+    match store::create_entry_point_with_secrets(
         &state.pool,
         &project,
         channel_type,
         body.adapter_key.trim(),
         &body.external_channel_id,
         serde_json::Value::Object(body.metadata),
+        &body.webhook_secrets,
+        body.verify_token.as_deref(),
     )
     .await
     {
@@ -414,6 +433,42 @@ async fn create_entry_point(
         Err(e @ EntryPointError::Exists { .. }) => Err(ApiError::new(StatusCode::CONFLICT, "conflict", e.to_string())),
         Err(EntryPointError::Database(e)) => Err(e.into()),
     }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct PatchEntryPointBody {
+    metadata: Option<serde_json::Map<String, serde_json::Value>>,
+    /// Replaces the list: send old and new secret while rotating, then only the new one.
+    webhook_secrets: Option<Vec<String>>,
+    #[serde(default, deserialize_with = "double_option")]
+    verify_token: Option<Option<String>>,
+}
+
+async fn patch_entry_point(
+    State(state): State<AppState>,
+    Project(project): Project,
+    Path(raw_id): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let id = Uuid::parse_str(&raw_id)
+        .map_err(|_| ApiError::bad_request(format!("entryPointId: `{raw_id}` is not a UUID")))?;
+    let body: PatchEntryPointBody = parse_body(body)?;
+    if let Some(secrets) = &body.webhook_secrets {
+        let adapter_key = store::entry_point_adapter_key(&state.pool, &project, id)
+            .await?
+            .ok_or_else(|| ApiError::not_found("entry point"))?;
+        check_webhook_secrets(&adapter_key, secrets)?;
+    }
+    let changes = store::EntryPointChanges {
+        metadata: body.metadata.map(serde_json::Value::Object),
+        webhook_secrets: body.webhook_secrets,
+        verify_token: body.verify_token,
+    };
+    let ep = store::update_entry_point(&state.pool, &project, id, &changes)
+        .await?
+        .ok_or_else(|| ApiError::not_found("entry point"))?;
+    Ok(Json(ep).into_response())
 }
 
 async fn list_entry_points(State(state): State<AppState>, Project(project): Project) -> Result<Response, ApiError> {

@@ -3,6 +3,7 @@
 pub mod amqp;
 pub mod cli;
 pub mod config;
+pub mod gateway;
 pub mod http;
 pub mod metrics;
 pub mod smtp;

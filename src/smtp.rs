@@ -282,7 +282,7 @@ pub async fn record_failure(pool: &PgPool, job: &SendJob, error: &str) -> Result
 /// Hands send jobs to the outbound email queue (used by the HTTP API).
 pub struct OutboundQueue {
     pub exchange: String,
-    pub publisher: crate::amqp::publish::LazyPublisher,
+    pub publisher: std::sync::Arc<crate::amqp::publish::LazyPublisher>,
 }
 
 impl OutboundQueue {

@@ -137,10 +137,36 @@ pub async fn create_entry_point(
     external_channel_id: &str,
     metadata: serde_json::Value,
 ) -> Result<EntryPointView, EntryPointError> {
+    create_entry_point_with_secrets(
+        pool,
+        project_id,
+        channel_type,
+        adapter_key,
+        external_channel_id,
+        metadata,
+        &[],
+        None,
+    )
+    .await
+}
+
+/// Register an entry point with the secrets the webhook gateway verifies its requests with.
+#[allow(clippy::too_many_arguments)]
+pub async fn create_entry_point_with_secrets(
+    pool: &PgPool,
+    project_id: &str,
+    channel_type: ChannelType,
+    adapter_key: &str,
+    external_channel_id: &str,
+    metadata: serde_json::Value,
+    webhook_secrets: &[String],
+    verify_token: Option<&str>,
+) -> Result<EntryPointView, EntryPointError> {
     let external = normalize_external_channel_id(channel_type, external_channel_id);
     let row = sqlx::query(
-        "INSERT INTO entry_points (id, project_id, channel_type, adapter_key, external_channel_id, metadata)
-         VALUES ($1, $2, $3, $4, $5, $6)
+        "INSERT INTO entry_points (id, project_id, channel_type, adapter_key, external_channel_id, metadata,
+                                   webhook_secrets, verify_token)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
          ON CONFLICT (project_id, channel_type, external_channel_id) DO NOTHING
          RETURNING id, channel_type, adapter_key, created_at, updated_at, external_channel_id, metadata",
     )
@@ -150,6 +176,8 @@ pub async fn create_entry_point(
     .bind(adapter_key)
     .bind(&external)
     .bind(metadata)
+    .bind(webhook_secrets)
+    .bind(verify_token)
     .fetch_optional(pool)
     .await?;
     let row = row.ok_or_else(|| EntryPointError::Exists {
@@ -478,4 +506,77 @@ pub async fn is_pending(pool: &PgPool, project_id: &str, key: &str) -> Result<bo
             .fetch_optional(pool)
             .await?;
     Ok(state.flatten().as_deref() == Some("pending"))
+}
+
+/// An entry point as the webhook gateway needs it: with its secrets.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct GatewayEntryPoint {
+    pub id: Uuid,
+    pub project_id: String,
+    pub adapter_key: String,
+    pub external_channel_id: String,
+    pub webhook_secrets: Vec<String>,
+    pub verify_token: Option<String>,
+}
+
+/// Every entry point (of any project) for `(channelType, externalChannelId)`; the gateway
+/// picks the one whose secret verifies the request.
+pub async fn gateway_entry_points(
+    pool: &PgPool,
+    channel_type: ChannelType,
+    external_channel_id: &str,
+) -> Result<Vec<GatewayEntryPoint>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT id, project_id, adapter_key, external_channel_id, webhook_secrets, verify_token
+           FROM entry_points WHERE channel_type = $1 AND external_channel_id = $2 ORDER BY created_at, id",
+    )
+    .bind(channel_type.as_str())
+    .bind(normalize_external_channel_id(channel_type, external_channel_id))
+    .fetch_all(pool)
+    .await
+}
+
+/// Changes to an entry point; `None` leaves a field alone.
+#[derive(Debug, Clone, Default)]
+pub struct EntryPointChanges {
+    pub metadata: Option<serde_json::Value>,
+    pub webhook_secrets: Option<Vec<String>>,
+    /// `Some(None)` clears it.
+    pub verify_token: Option<Option<String>>,
+}
+
+/// Apply `changes` to an entry point of `project_id`; `None` when there is no such entry point.
+pub async fn update_entry_point(
+    pool: &PgPool,
+    project_id: &str,
+    id: Uuid,
+    changes: &EntryPointChanges,
+) -> Result<Option<EntryPointView>, sqlx::Error> {
+    let row = sqlx::query(
+        "UPDATE entry_points SET
+            metadata = COALESCE($3, metadata),
+            webhook_secrets = COALESCE($4, webhook_secrets),
+            verify_token = CASE WHEN $5 THEN $6 ELSE verify_token END,
+            updated_at = now()
+          WHERE id = $1 AND project_id = $2
+          RETURNING id, channel_type, adapter_key, created_at, updated_at, external_channel_id, metadata",
+    )
+    .bind(id)
+    .bind(project_id)
+    .bind(&changes.metadata)
+    .bind(&changes.webhook_secrets)
+    .bind(changes.verify_token.is_some())
+    .bind(changes.verify_token.clone().flatten())
+    .fetch_optional(pool)
+    .await?;
+    Ok(row.map(|r| entry_point_from_row(&r, false)))
+}
+
+/// The adapter key of an entry point of `project_id`.
+pub async fn entry_point_adapter_key(pool: &PgPool, project_id: &str, id: Uuid) -> Result<Option<String>, sqlx::Error> {
+    sqlx::query_scalar("SELECT adapter_key FROM entry_points WHERE id = $1 AND project_id = $2")
+        .bind(id)
+        .bind(project_id)
+        .fetch_optional(pool)
+        .await
 }

@@ -96,7 +96,7 @@ async fn setup(smtp_port: u16) -> Setup {
         stop.clone(),
     ));
     let outbound =
-        OutboundQueue { exchange: broker.topology.exchange.clone(), publisher: LazyPublisher::new(AMQP_URL) };
+        OutboundQueue { exchange: broker.topology.exchange.clone(), publisher: Arc::new(LazyPublisher::new(AMQP_URL)) };
     let api = spawn_api_with(intake::http::AppState {
         pool: db.pool.clone(),
         body_limit: 1 << 20,

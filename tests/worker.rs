@@ -13,11 +13,10 @@ use intake::adapters::{
     AdapterError, AdapterRegistry, ChannelAdapter, ChannelType, Delivery, NormalizedUpdate, ThreadRef, UpdateAction,
 };
 use intake::amqp::dlq::{self, Selection};
-use intake::amqp::worker::{self, WorkerSettings};
+use intake::amqp::worker::WorkerSettings;
 use intake::store;
 use serde_json::json;
 use sqlx::PgPool;
-use tokio_util::sync::CancellationToken;
 
 /// Emits an edit of the message whose key is the body: exercises the retry path, since an
 /// edit can arrive before the message it edits.
@@ -53,26 +52,8 @@ fn registry() -> AdapterRegistry {
     r
 }
 
-struct RunningWorker {
-    stop: CancellationToken,
-    handle: tokio::task::JoinHandle<anyhow::Result<()>>,
-}
-
-impl RunningWorker {
-    async fn stop(self) {
-        self.stop.cancel();
-        tokio::time::timeout(Duration::from_secs(30), self.handle).await.expect("worker stops").unwrap().unwrap();
-    }
-}
-
 async fn start_worker(db_url: &str, broker: &TestBroker, tune: impl FnOnce(&mut WorkerSettings)) -> RunningWorker {
-    // Its own pool, as a separate process would have.
-    let pool = store::connect(db_url, 5).await.unwrap();
-    let mut settings = WorkerSettings::new(broker.topology.clone());
-    tune(&mut settings);
-    let stop = CancellationToken::new();
-    let handle = tokio::spawn(worker::run(pool, registry(), AMQP_URL.into(), settings, stop.clone()));
-    RunningWorker { stop, handle }
+    start_worker_with(db_url, broker, registry(), tune).await
 }
 
 fn webhook(id: &str, thread: &str, at: &str) -> Vec<u8> {

@@ -1,6 +1,8 @@
 //! Publishing with publisher confirms: a message counts as sent only once the broker
 //! confirmed it (and routed it: `mandatory` makes an unroutable message an error).
 
+use std::sync::Arc;
+
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Channel, Connection};
@@ -121,16 +123,45 @@ pub fn new_message_properties(
         .with_headers(table)
 }
 
-/// A lazily connected, reconnecting confirmed publisher for request handlers (the HTTP API
-/// queues outbound email jobs through it).
+/// A lazily connected, reconnecting confirmed publisher for request handlers (the gateway and
+/// the HTTP API's outbound email queue). Requests publish concurrently on one confirm channel;
+/// the lock is held only to connect. The topology is declared on connect, so messages are
+/// routed to their queues even before a worker has run.
 pub struct LazyPublisher {
     amqp_url: String,
-    inner: tokio::sync::Mutex<Option<(Connection, ConfirmedPublisher)>>,
+    topology: Option<super::topology::Topology>,
+    session: tokio::sync::Mutex<Option<Arc<PublisherSession>>>,
+}
+
+struct PublisherSession {
+    _connection: Connection,
+    publisher: ConfirmedPublisher,
 }
 
 impl LazyPublisher {
     pub fn new(amqp_url: &str) -> Self {
-        Self { amqp_url: amqp_url.to_owned(), inner: tokio::sync::Mutex::new(None) }
+        Self { amqp_url: amqp_url.to_owned(), topology: None, session: tokio::sync::Mutex::new(None) }
+    }
+
+    /// Declare `topology` on every (re)connect.
+    pub fn declaring(mut self, topology: super::topology::Topology) -> Self {
+        self.topology = Some(topology);
+        self
+    }
+
+    async fn session(&self) -> anyhow::Result<Arc<PublisherSession>> {
+        let mut guard = self.session.lock().await;
+        if let Some(session) = guard.as_ref().filter(|s| s.publisher.channel().status().connected()) {
+            return Ok(session.clone());
+        }
+        let connection = super::connect(&self.amqp_url, "intake-publisher").await?;
+        let publisher = ConfirmedPublisher::open(&connection).await?;
+        if let Some(topology) = &self.topology {
+            topology.declare(publisher.channel()).await?;
+        }
+        let session = Arc::new(PublisherSession { _connection: connection, publisher });
+        *guard = Some(session.clone());
+        Ok(session)
     }
 
     pub async fn publish(
@@ -140,15 +171,12 @@ impl LazyPublisher {
         body: &[u8],
         properties: BasicProperties,
     ) -> anyhow::Result<()> {
-        let mut guard = self.inner.lock().await;
-        if guard.is_none() {
-            let connection = super::connect(&self.amqp_url, "intake-api").await?;
-            let publisher = ConfirmedPublisher::open(&connection).await?;
-            *guard = Some((connection, publisher));
-        }
-        let (_, publisher) = guard.as_ref().expect("connected above");
-        if let Err(e) = publisher.publish(exchange, routing_key, body, properties).await {
-            *guard = None; // reconnect next time
+        let session = self.session().await?;
+        if let Err(e) = session.publisher.publish(exchange, routing_key, body, properties).await {
+            let mut guard = self.session.lock().await;
+            if guard.as_ref().is_some_and(|current| Arc::ptr_eq(current, &session)) {
+                *guard = None; // reconnect on the next publish
+            }
             return Err(e.into());
         }
         Ok(())

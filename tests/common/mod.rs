@@ -208,3 +208,34 @@ impl TestBroker {
         self.publisher.publish_pipelined(&self.topology.exchange, items, 256).await.unwrap();
     }
 }
+
+/// An in-process worker with its own pool, as a separate process would have.
+pub struct RunningWorker {
+    pub stop: tokio_util::sync::CancellationToken,
+    pub handle: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl RunningWorker {
+    pub async fn stop(self) {
+        self.stop.cancel();
+        tokio::time::timeout(std::time::Duration::from_secs(30), self.handle)
+            .await
+            .expect("worker stops")
+            .unwrap()
+            .unwrap();
+    }
+}
+
+pub async fn start_worker_with(
+    db_url: &str,
+    broker: &TestBroker,
+    registry: intake::adapters::AdapterRegistry,
+    tune: impl FnOnce(&mut intake::amqp::worker::WorkerSettings),
+) -> RunningWorker {
+    let pool = store::connect(db_url, 5).await.unwrap();
+    let mut settings = intake::amqp::worker::WorkerSettings::new(broker.topology.clone());
+    tune(&mut settings);
+    let stop = tokio_util::sync::CancellationToken::new();
+    let handle = tokio::spawn(intake::amqp::worker::run(pool, registry, AMQP_URL.into(), settings, stop.clone()));
+    RunningWorker { stop, handle }
+}
