@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+use intake_adapters::email::EmailConfig;
 use intake_adapters::{AdapterRegistry, ChannelType};
 use tokio_util::sync::CancellationToken;
 
@@ -14,6 +15,7 @@ use crate::amqp::publish::{new_message_properties, ConfirmedPublisher, LazyPubli
 use crate::amqp::topology::Topology;
 use crate::amqp::worker::{self, WorkerSettings};
 use crate::amqp::{envelope, AmqpArgs};
+use crate::attachments::AttachmentStore;
 use crate::config::{DatabaseArgs, GatewayArgs, HttpArgs, LogFormat};
 use crate::smtp::{Mailer, OutboundQueue, SmtpArgs};
 use crate::{http, store};
@@ -105,6 +107,15 @@ pub struct WorkerArgs {
     /// Channel types to consume (comma-separated).
     #[arg(long, env = "INTAKE_WORKER_QUEUES", value_delimiter = ',', default_value = "email,chat,webhook", value_parser = parse_channel_type)]
     pub queues: Vec<ChannelType>,
+
+    /// Keep attachment bytes in this directory (content-addressed by SHA-256). Unset: only
+    /// attachment metadata (name, type, size, hash) is kept.
+    #[arg(long, env = "INTAKE_ATTACHMENT_DIR")]
+    pub attachment_dir: Option<PathBuf>,
+
+    /// Attachments larger than this keep their metadata only.
+    #[arg(long, env = "INTAKE_ATTACHMENT_MAX_BYTES", default_value_t = 25 * 1024 * 1024)]
+    pub attachment_max_bytes: u64,
 
     /// Also serve the HTTP API (and /metrics) from this process.
     #[arg(long, env = "INTAKE_WITH_API")]
@@ -271,6 +282,11 @@ async fn run_worker(db: &DatabaseArgs, args: WorkerArgs) -> anyhow::Result<()> {
     settings.max_message_bytes = args.max_message_bytes;
     settings.channel_types = args.queues;
     settings.mailer = Mailer::from_args(&args.smtp)?;
+    settings.attachment_store = args.attachment_dir.as_ref().map(AttachmentStore::open).transpose()?;
+    let registry = AdapterRegistry::with_email_config(EmailConfig {
+        max_attachment_bytes: args.attachment_max_bytes,
+        keep_attachment_content: settings.attachment_store.is_some(),
+    });
     let shutdown = CancellationToken::new();
     let api = if args.with_api {
         register_tokens(&pool, &args.http).await?;
@@ -287,7 +303,7 @@ async fn run_worker(db: &DatabaseArgs, args: WorkerArgs) -> anyhow::Result<()> {
         shutdown_signal().await;
         signal.cancel();
     });
-    worker::run(pool, AdapterRegistry::with_defaults(), args.amqp.amqp_url.clone(), settings, shutdown).await?;
+    worker::run(pool, registry, args.amqp.amqp_url.clone(), settings, shutdown).await?;
     if let Some(api) = api {
         api.await??;
     }

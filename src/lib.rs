@@ -1,6 +1,7 @@
 //! intake: multi-channel message ingestion. See the README for the architecture.
 
 pub mod amqp;
+pub mod attachments;
 pub mod cli;
 pub mod config;
 pub mod gateway;

@@ -30,6 +30,7 @@ use super::envelope::{self, parse_routing_key};
 use super::publish::ConfirmedPublisher;
 use super::topology::Topology;
 use super::{header_string, long_string};
+use crate::attachments::AttachmentStore;
 use crate::smtp::{self, Mailer, SendError, SendJob};
 use crate::store::{self, ResolveError, ResolvedEntryPoint};
 use crate::update::{self, Effect, MessageExtras, Target, UpdateError, UpdateRequest};
@@ -52,6 +53,8 @@ pub struct WorkerSettings {
     pub entry_point_cache_ttl: Duration,
     /// Sends agent replies from the outbound email queue; `None`: that queue is not consumed.
     pub mailer: Option<Mailer>,
+    /// Where attachment bytes kept by adapters are written; `None`: metadata only.
+    pub attachment_store: Option<AttachmentStore>,
 }
 
 impl WorkerSettings {
@@ -65,6 +68,7 @@ impl WorkerSettings {
             channel_types: ChannelType::ALL.to_vec(),
             entry_point_cache_ttl: Duration::from_secs(30),
             mailer: None,
+            attachment_store: None,
         }
     }
 }
@@ -588,6 +592,9 @@ async fn plan(shared: &Shared, delivery: &Delivery) -> Result<Plan, Transient> {
             let names = candidates.iter().map(|c| format!("`{c}`")).collect::<Vec<_>>().join(", ");
             return dead("unknown_entry_point", format!("no {channel_type} entry point{in_project} for {names}"));
         };
+        if let Some(store) = &shared.settings.attachment_store {
+            store.store(&mut update.action).await.map_err(|e| Transient(format!("attachment store: {e}")))?;
+        }
         adapter.refine(
             &mut update,
             &EntryPointInfo {
