@@ -452,7 +452,7 @@ fn gateway_router(
         publisher,
         exchange: amqp.exchange.clone(),
         registry: AdapterRegistry::with_defaults(),
-        public_url: args.public_url.clone(),
+        public_url: args.public_url.clone().filter(|u| !u.trim().is_empty()),
         tolerance_secs: args.signature_tolerance.as_secs() as i64,
         body_limit: args.gateway_body_limit,
     })
