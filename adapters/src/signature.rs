@@ -186,7 +186,8 @@ pub fn verify_slack_any(
 
 /// Verify a Twilio request: `X-Twilio-Signature` is base64 of HMAC-SHA1, keyed with the auth
 /// token, of the full URL Twilio called (scheme, host, path, query) followed by every POST
-/// parameter sorted by name, name and value concatenated without separators. `form_params` are
+/// parameter sorted by name (a repeated name's values sorted too, identical pairs once), name and
+/// value concatenated without separators. `form_params` are
 /// the decoded form fields (see [`crate::chat::twilio::form_params`]); pass none for GET.
 ///
 /// As Twilio's own libraries do, the URL is also tried with the default port added or removed
@@ -213,8 +214,11 @@ pub fn verify_twilio_any(
         .decode(signature)
         .map_err(|_| SignatureError::Malformed(format!("{TWILIO_SIGNATURE_HEADER} is not base64")))?;
 
+    // As Twilio's libraries do: names sorted, each name's values sorted, repeated identical
+    // name/value pairs counted once.
     let mut sorted: Vec<&(String, String)> = form_params.iter().collect();
     sorted.sort();
+    sorted.dedup();
     let mut params = Vec::new();
     for (name, value) in sorted {
         params.extend_from_slice(name.as_bytes());
@@ -560,6 +564,14 @@ mod tests {
         );
         let err = verify_twilio("12345", TWILIO_URL, &twilio_doc_params(), "%%%").unwrap_err();
         assert_eq!(err.reason_code(), "signature_malformed");
+    }
+
+    #[test]
+    fn twilio_repeated_parameters_count_once() {
+        // twilio-python's RequestValidator signs `sorted(set(values))` per name.
+        let mut params = twilio_doc_params();
+        params.push(("Digits".into(), "1234".into()));
+        verify_twilio("12345", TWILIO_URL, &params, TWILIO_SIG).unwrap();
     }
 
     #[test]

@@ -10,14 +10,33 @@
 //!   WhatsApp fields, Telegram callback queries, ...);
 //! - makes idempotency keys globally unique by prefixing them with the provider
 //!   (`slack:{channel}:{ts}`, `telegram:{chat_id}:{message_id}`, `wa:{wamid}`, `twilio:{sid}`);
-//! - stores the provider's own media/file id of an attachment in [`crate::Attachment::content_id`].
+//! - stores the provider's own media/file id of an attachment in [`crate::Attachment::content_id`];
+//! - names the payload's own channel id (Slack channel, Telegram chat, WhatsApp phone number id,
+//!   Twilio number) as `external_channel_id`, and the delivery envelope's entry point id (when the
+//!   publisher set one) as a fallback candidate, so a bot- or workspace-level entry point still
+//!   resolves when the payload's own channel is not registered.
+//!
+//! # Direction and `refine`
+//!
+//! Messages from our own side (our bot, our own number, echoes of what an agent sent from the
+//! provider's app) are [`crate::Direction::Outbound`] and never count as customer messages. What
+//! the payload itself shows is decided in `decode`; what needs the entry point's settings is
+//! decided in [`ChannelAdapter::refine`], from the entry point's `metadata`:
+//!
+//! | adapter | decided in `decode` | `refine` metadata keys |
+//! | --- | --- | --- |
+//! | slack | `bot_id`, subtype `bot_message`, the app's bot user from `authorizations[]` (`is_bot`), `SlackConfig::bot_user_id` | `botUserId`: a user id or an array of them |
+//! | telegram | `from.is_bot` | `botId` (number or string) and/or `botUsername` (with or without `@`) |
+//! | whatsapp | `from` equal to the business's own `display_phone_number`; `smb_message_echoes` | none needed: the payload names the business number |
+//! | twilio-sms | status callbacks (`MessageStatus`) | `ownNumbers`: a number or an array; a message whose `From` is the resolved entry point's own number, or one of these, is outbound |
 
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use serde::de::DeserializeOwned;
+use serde_json::{Map, Value};
 
-use crate::{AdapterError, ChannelAdapter};
+use crate::{AdapterError, ChannelAdapter, Delivery};
 
 pub mod slack;
 pub mod telegram;
@@ -63,4 +82,32 @@ pub(crate) fn unix_time(secs: i64, what: &str) -> Result<DateTime<Utc>, AdapterE
 /// A trimmed, non-empty string, or `None`.
 pub(crate) fn non_empty(s: Option<&str>) -> Option<String> {
     s.map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned)
+}
+
+/// The delivery envelope's entry point id as a fallback candidate, unless it is empty or the
+/// same as the payload's own channel id.
+pub(crate) fn envelope_fallback(delivery: &Delivery<'_>, primary: &str) -> Vec<String> {
+    non_empty(delivery.external_channel_id).filter(|e| e != primary).into_iter().collect()
+}
+
+/// The strings an entry point's `metadata[key]` names: a string, a number, or an array of them.
+/// Anything else (objects, booleans, nested arrays) is ignored; never panics.
+pub(crate) fn metadata_strings(metadata: &Map<String, Value>, key: &str) -> Vec<String> {
+    fn one(value: &Value) -> Option<String> {
+        match value {
+            Value::String(s) => non_empty(Some(s)),
+            Value::Number(n) => Some(n.to_string()),
+            _ => None,
+        }
+    }
+    match metadata.get(key) {
+        Some(Value::Array(items)) => items.iter().filter_map(one).collect(),
+        Some(value) => one(value).into_iter().collect(),
+        None => vec![],
+    }
+}
+
+/// Cut a provider value down for an error message (payloads are untrusted and may be huge).
+pub(crate) fn clip(s: &str, max_chars: usize) -> String {
+    s.chars().take(max_chars).collect()
 }

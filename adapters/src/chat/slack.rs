@@ -3,33 +3,45 @@
 //! Maps `event_callback` envelopes carrying `message` events:
 //!
 //! - plain messages, `file_share`, `thread_broadcast`, `me_message` and `bot_message` →
-//!   [`UpdateAction::Append`]; one conversation per Slack thread: the thread key is `thread_ts`,
-//!   or a root message's own `ts`, so replies join the conversation their root started;
+//!   [`UpdateAction::Append`]. One conversation per Slack thread: the thread key is
+//!   `{channel}:{thread_ts}`, or `{channel}:{ts}` for a root message, so replies join the
+//!   conversation their root started (the channel is part of the key because `ts` values are only
+//!   unique within a channel, and several channels may resolve to one entry point);
 //! - `message_changed` → [`UpdateAction::Edit`] of the original message (skipped when the text
-//!   did not change, as for link unfurls);
+//!   did not change, as for link unfurls, language detection and metadata updates);
 //! - `message_deleted` → [`UpdateAction::Delete`].
 //!
-//! Messages with a `bot_id`, of subtype `bot_message`, or from the configured own bot user are
-//! [`Direction::Outbound`]: they are never counted as customer messages. Everything else
-//! (`url_verification`, `app_rate_limited`, reactions, channel joins, topic changes, ...) decodes
-//! to no updates. The idempotency key is `slack:{channel}:{ts}`; the channel id is the
-//! `external_channel_id`.
+//! Messages with a `bot_id`, of subtype `bot_message`, from the app's own bot user (the
+//! `authorizations[]` entry with `is_bot: true`), from [`SlackConfig::bot_user_id`], or — in
+//! [`ChannelAdapter::refine`] — from a user named by the entry point's `metadata["botUserId"]` (a
+//! string or an array of strings) are [`Direction::Outbound`]: never customer messages.
+//!
+//! Everything else decodes to no updates: `url_verification` (answered by the gateway),
+//! `app_rate_limited`, reactions, `app_mention` (it duplicates a `message` event), channel joins,
+//! topic changes, `message_replied` (also when Slack sends it without its subtype, a known Slack
+//! bug: a top-level `message` event carrying a nested `message` object), and other hidden
+//! subtypes. The idempotency key is `slack:{channel}:{ts}`; the channel id is the
+//! `external_channel_id`, with the delivery envelope's entry point as fallback.
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use super::{check_size, non_empty, parse_json};
+use super::{check_size, clip, envelope_fallback, metadata_strings, non_empty, parse_json};
 use crate::{
-    AdapterError, Attachment, ChannelAdapter, ChannelType, Delivery, Direction, NormalizedMessage, NormalizedUpdate,
-    Sender, ThreadRef, UpdateAction,
+    AdapterError, Attachment, ChannelAdapter, ChannelType, Delivery, Direction, EntryPointInfo, NormalizedMessage,
+    NormalizedUpdate, Sender, ThreadRef, UpdateAction,
 };
 
 /// The adapter key (second word of the routing key `chat.slack`).
 pub const ADAPTER_KEY: &str = "slack";
 
-/// Per-entry-point configuration of the Slack adapter.
+/// The entry point metadata key naming our bot's Slack user id(s); see [`refine`].
+pub const BOT_USER_ID_KEY: &str = "botUserId";
+
+/// Configuration of the Slack adapter. Per-entry-point settings come through [`refine`] instead:
+/// the runtime registers one `SlackAdapter::default()` for all entry points.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SlackConfig {
     /// The Slack user id of our own bot (e.g. `U0442US8QGH`, the `authorizations[].user_id` of
@@ -64,6 +76,19 @@ impl ChannelAdapter for SlackAdapter {
     async fn decode(&self, delivery: &Delivery<'_>) -> Result<Vec<NormalizedUpdate>, AdapterError> {
         decode(delivery.body, delivery, &self.config)
     }
+    fn refine(&self, update: &mut NormalizedUpdate, entry_point: &EntryPointInfo<'_>) {
+        refine(update, entry_point)
+    }
+}
+
+/// Mark a message from one of the entry point's bot users (`metadata["botUserId"]`, a string or
+/// an array of strings) as outbound. Edits, deletions and statuses are left alone.
+pub fn refine(update: &mut NormalizedUpdate, entry_point: &EntryPointInfo<'_>) {
+    let UpdateAction::Append(message) = &mut update.action else { return };
+    let Some(sender) = message.sender.id.as_deref() else { return };
+    if metadata_strings(entry_point.metadata, BOT_USER_ID_KEY).iter().any(|bot| bot == sender) {
+        message.direction = Direction::Outbound;
+    }
 }
 
 #[derive(Deserialize)]
@@ -73,12 +98,15 @@ struct Envelope {
     team_id: Option<String>,
     event_id: Option<String>,
     event: Option<Value>,
+    /// Read leniently: a hint only, never a reason to refuse the event.
+    authorizations: Option<Value>,
 }
 
 #[derive(Deserialize, Default)]
 #[serde(default)]
 struct MessageEvent {
     subtype: Option<String>,
+    hidden: Option<bool>,
     channel: Option<String>,
     user: Option<String>,
     bot_id: Option<String>,
@@ -147,8 +175,13 @@ pub fn decode(
         return Ok(vec![]);
     }
     let event: MessageEvent =
-        serde_json::from_value(event).map_err(|e| AdapterError::Malformed(format!("Slack message event: {e}")))?;
+        serde_json::from_value(event).map_err(|e| AdapterError::Malformed(format!("Slack event: {e}")))?;
     let channel = non_empty(event.channel.as_deref()).ok_or_else(|| AdapterError::Missing("event.channel".into()))?;
+    let ctx = Context {
+        channel: &channel,
+        fallbacks: envelope_fallback(delivery, &channel),
+        own_bot_users: own_bot_users(envelope.authorizations.as_ref(), config),
+    };
 
     let mut meta = Map::new();
     insert(&mut meta, "teamId", envelope.team_id.as_deref());
@@ -156,30 +189,54 @@ pub fn decode(
     insert(&mut meta, "channelType", event.channel_type.as_deref());
 
     let update = match event.subtype.as_deref() {
+        // `message_replied` arrives without its subtype (a documented Slack bug); it only says a
+        // thread got a reply, which arrives as its own event.
+        None if event.message.is_some() => return Ok(vec![]),
         None | Some("file_share" | "thread_broadcast" | "me_message" | "bot_message") => {
-            append(&event, &channel, meta, config)?
+            if event.hidden == Some(true) {
+                return Ok(vec![]);
+            }
+            append(&event, &ctx, meta)?
         }
-        Some("message_changed") => match edit(&event, &channel, delivery)? {
+        Some("message_changed") => match edit(&event, &ctx, delivery)? {
             Some(update) => update,
             None => return Ok(vec![]),
         },
-        Some("message_deleted") => delete(&event, &channel, delivery)?,
+        Some("message_deleted") => delete(&event, &ctx, delivery)?,
         // channel_join, channel_topic, message_replied, pinned_item, ekm_access_denied, ...
         Some(_) => return Ok(vec![]),
     };
     Ok(vec![update])
 }
 
+struct Context<'a> {
+    channel: &'a str,
+    fallbacks: Vec<String>,
+    own_bot_users: Vec<String>,
+}
+
+/// Our own bot users: the configured one and the app's bot user the payload authorizes.
+fn own_bot_users(authorizations: Option<&Value>, config: &SlackConfig) -> Vec<String> {
+    authorizations
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter(|a| a.get("is_bot").and_then(Value::as_bool) == Some(true))
+        .filter_map(|a| non_empty(a.get("user_id").and_then(Value::as_str)))
+        .chain(non_empty(config.bot_user_id.as_deref()))
+        .collect()
+}
+
 fn append(
     event: &MessageEvent,
-    channel: &str,
+    ctx: &Context<'_>,
     mut meta: Map<String, Value>,
-    config: &SlackConfig,
 ) -> Result<NormalizedUpdate, AdapterError> {
+    let channel = ctx.channel;
     let ts = non_empty(event.ts.as_deref()).ok_or_else(|| AdapterError::Missing("event.ts".into()))?;
-    let occurred_at = parse_slack_ts(&ts)?;
+    let occurred_at = parse_slack_ts(&ts, "event.ts")?;
     let thread_ts = non_empty(event.thread_ts.as_deref());
-    let thread_key = thread_ts.clone().unwrap_or_else(|| ts.clone());
+    let root = thread_ts.clone().unwrap_or_else(|| ts.clone());
     let references = match &thread_ts {
         Some(root) if *root != ts => vec![message_key(channel, root)],
         _ => vec![],
@@ -187,7 +244,7 @@ fn append(
 
     let user = non_empty(event.user.as_deref());
     let bot_id = non_empty(event.bot_id.as_deref());
-    let is_own_bot = matches!((&user, &config.bot_user_id), (Some(u), Some(own)) if u == own);
+    let is_own_bot = user.as_ref().is_some_and(|u| ctx.own_bot_users.contains(u));
     let direction = if bot_id.is_some() || event.subtype.as_deref() == Some("bot_message") || is_own_bot {
         Direction::Outbound
     } else {
@@ -226,9 +283,7 @@ fn append(
             content_type: non_empty(f.mimetype.as_deref()),
             size: f.size,
             content_id: non_empty(f.id.as_deref()),
-            sha256: None,
             url: non_empty(f.url_private.as_deref()),
-            inline: false,
             ..Default::default()
         })
         .collect();
@@ -240,8 +295,8 @@ fn append(
 
     Ok(NormalizedUpdate {
         external_channel_id: Some(channel.to_owned()),
-        fallback_channel_ids: vec![],
-        thread: ThreadRef { key: Some(thread_key), references, conversation_id_hint: None },
+        fallback_channel_ids: ctx.fallbacks.clone(),
+        thread: ThreadRef { key: Some(thread_key(channel, &root)), references, conversation_id_hint: None },
         action: UpdateAction::Append(NormalizedMessage {
             idempotency_key: message_key(channel, &ts),
             direction,
@@ -258,9 +313,10 @@ fn append(
 
 fn edit(
     event: &MessageEvent,
-    channel: &str,
+    ctx: &Context<'_>,
     delivery: &Delivery<'_>,
 ) -> Result<Option<NormalizedUpdate>, AdapterError> {
+    let channel = ctx.channel;
     let message = event.message.as_deref().ok_or_else(|| AdapterError::Missing("event.message".into()))?;
     let ts = non_empty(message.ts.as_deref()).ok_or_else(|| AdapterError::Missing("event.message.ts".into()))?;
     let text = message.text.clone().unwrap_or_default();
@@ -271,34 +327,35 @@ fn edit(
         }
     }
     let edited_at = match message.edited.as_ref().and_then(|e| non_empty(e.ts.as_deref())) {
-        Some(edit_ts) => parse_slack_ts(&edit_ts)?,
+        Some(edit_ts) => parse_slack_ts(&edit_ts, "event.message.edited.ts")?,
         None => event_time(event, delivery)?,
     };
-    let thread_key = non_empty(message.thread_ts.as_deref()).unwrap_or_else(|| ts.clone());
+    let root = non_empty(message.thread_ts.as_deref()).unwrap_or_else(|| ts.clone());
     Ok(Some(NormalizedUpdate {
         external_channel_id: Some(channel.to_owned()),
-        fallback_channel_ids: vec![],
+        fallback_channel_ids: ctx.fallbacks.clone(),
         thread: ThreadRef {
-            references: vec![message_key(channel, &thread_key)],
-            key: Some(thread_key),
+            references: vec![message_key(channel, &root)],
+            key: Some(thread_key(channel, &root)),
             conversation_id_hint: None,
         },
         action: UpdateAction::Edit { idempotency_key: message_key(channel, &ts), body: text, edited_at },
     }))
 }
 
-fn delete(event: &MessageEvent, channel: &str, delivery: &Delivery<'_>) -> Result<NormalizedUpdate, AdapterError> {
+fn delete(event: &MessageEvent, ctx: &Context<'_>, delivery: &Delivery<'_>) -> Result<NormalizedUpdate, AdapterError> {
+    let channel = ctx.channel;
     let previous = event.previous_message.as_deref();
     let deleted_ts = non_empty(event.deleted_ts.as_deref())
         .or_else(|| previous.and_then(|p| non_empty(p.ts.as_deref())))
         .ok_or_else(|| AdapterError::Missing("event.deleted_ts".into()))?;
-    let thread_key = previous.and_then(|p| non_empty(p.thread_ts.as_deref())).unwrap_or_else(|| deleted_ts.clone());
+    let root = previous.and_then(|p| non_empty(p.thread_ts.as_deref())).unwrap_or_else(|| deleted_ts.clone());
     Ok(NormalizedUpdate {
         external_channel_id: Some(channel.to_owned()),
-        fallback_channel_ids: vec![],
+        fallback_channel_ids: ctx.fallbacks.clone(),
         thread: ThreadRef {
-            references: vec![message_key(channel, &thread_key)],
-            key: Some(thread_key),
+            references: vec![message_key(channel, &root)],
+            key: Some(thread_key(channel, &root)),
             conversation_id_hint: None,
         },
         action: UpdateAction::Delete {
@@ -311,7 +368,7 @@ fn delete(event: &MessageEvent, channel: &str, delivery: &Delivery<'_>) -> Resul
 /// The event's own `ts` (when the edit or deletion happened), else the delivery's receive time.
 fn event_time(event: &MessageEvent, delivery: &Delivery<'_>) -> Result<DateTime<Utc>, AdapterError> {
     match non_empty(event.ts.as_deref()) {
-        Some(ts) => parse_slack_ts(&ts),
+        Some(ts) => parse_slack_ts(&ts, "event.ts"),
         None => Ok(delivery.received_at),
     }
 }
@@ -321,9 +378,15 @@ pub fn message_key(channel: &str, ts: &str) -> String {
     format!("slack:{channel}:{ts}")
 }
 
-/// Parse a Slack timestamp (`"1355517523.000005"`: unix seconds, a dot, microseconds).
-pub fn parse_slack_ts(ts: &str) -> Result<DateTime<Utc>, AdapterError> {
-    let bad = || AdapterError::Malformed(format!("Slack ts `{}` is not `seconds.micros`", truncate(ts, 40)));
+/// The thread key of the conversation whose root message is `root_ts` in `channel`.
+pub fn thread_key(channel: &str, root_ts: &str) -> String {
+    format!("{channel}:{root_ts}")
+}
+
+/// Parse a Slack timestamp (`"1355517523.000005"`: unix seconds, a dot, microseconds); `field`
+/// names it in the error.
+pub fn parse_slack_ts(ts: &str, field: &str) -> Result<DateTime<Utc>, AdapterError> {
+    let bad = || AdapterError::Malformed(format!("{field} `{}` is not a Slack ts (`seconds.micros`)", clip(ts, 40)));
     let (secs, frac) = ts.split_once('.').unwrap_or((ts, ""));
     if secs.is_empty() || secs.len() > 12 || frac.len() > 9 {
         return Err(bad());
@@ -334,10 +397,6 @@ pub fn parse_slack_ts(ts: &str) -> Result<DateTime<Utc>, AdapterError> {
     let secs: i64 = secs.parse().map_err(|_| bad())?;
     let nanos: u32 = if frac.is_empty() { 0 } else { format!("{frac:0<9}").parse().map_err(|_| bad())? };
     DateTime::from_timestamp(secs, nanos).ok_or_else(bad)
-}
-
-fn truncate(s: &str, max_chars: usize) -> String {
-    s.chars().take(max_chars).collect()
 }
 
 fn insert(meta: &mut Map<String, Value>, key: &str, value: Option<&str>) {
@@ -362,10 +421,10 @@ mod tests {
 
     #[test]
     fn parses_slack_ts() {
-        assert_eq!(parse_slack_ts("1355517523.000005").unwrap().to_rfc3339(), "2012-12-14T20:38:43.000005+00:00");
-        assert_eq!(parse_slack_ts("1355517523").unwrap().timestamp(), 1355517523);
+        assert_eq!(parse_slack_ts("1355517523.000005", "ts").unwrap().to_rfc3339(), "2012-12-14T20:38:43.000005+00:00");
+        assert_eq!(parse_slack_ts("1355517523", "ts").unwrap().timestamp(), 1355517523);
         for bad in ["", ".5", "abc.000001", "1.2.3", "-1.000000", "1355517523.0000000001", "99999999999999.0"] {
-            assert!(parse_slack_ts(bad).is_err(), "{bad}");
+            assert!(parse_slack_ts(bad, "ts").is_err(), "{bad}");
         }
     }
 
@@ -374,7 +433,7 @@ mod tests {
         let body = r#"{"type":"event_callback","team_id":"T1","event":{"type":"message","channel":"C1","user":"U1",
             "text":"hi","ts":"1700000000.000100"}}"#;
         let updates = run(body, &SlackConfig::default()).unwrap();
-        assert_eq!(updates[0].thread.key.as_deref(), Some("1700000000.000100"));
+        assert_eq!(updates[0].thread.key.as_deref(), Some("C1:1700000000.000100"));
         assert!(updates[0].thread.references.is_empty());
         assert_eq!(updates[0].idempotency_key(), "slack:C1:1700000000.000100");
     }

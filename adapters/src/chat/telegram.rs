@@ -3,28 +3,41 @@
 //! Maps one webhook [`Update`](https://core.telegram.org/bots/api#update): `message` →
 //! [`UpdateAction::Append`], `edited_message` → [`UpdateAction::Edit`]. Every other update kind
 //! (callback and inline queries, channel posts, member updates, polls, ...) decodes to no
-//! updates. One conversation per chat: the thread key and `external_channel_id` are the chat id.
-//! The idempotency key is `telegram:{chat_id}:{message_id}` (message ids are per chat).
+//! updates, and so do service messages (members joining or leaving, pinned messages, chat title
+//! changes, ...), which carry no content of their own. One conversation per chat: the thread key
+//! and `external_channel_id` are the chat id; the delivery envelope's entry point (typically the
+//! bot) is the fallback candidate, so private chats resolve to the bot's entry point. The
+//! idempotency key is `telegram:{chat_id}:{message_id}` (message ids are per chat).
 //!
-//! Photos (the largest size) and documents, audio, voice notes, videos and video notes become
-//! attachment metadata with the Bot API `file_id` as `content_id` (the runtime fetches content
-//! with `getFile`; no URL can be built without the bot token). Messages sent by a bot
-//! (`from.is_bot`) or by the configured own bot id are outbound.
+//! Photos (the largest size), documents, audio, voice notes, videos, video notes and stickers
+//! become attachment metadata with the Bot API `file_id` as `content_id` (the runtime fetches
+//! content with `getFile`; no URL can be built without the bot token). Locations, venues and
+//! contacts become a one-line text body. An edit that changes no text (live-location updates,
+//! media replaced without caption) decodes to no updates rather than blanking the stored body.
+//!
+//! Direction: a message `from` a bot (`from.is_bot`), from [`TelegramConfig::bot_user_id`] or —
+//! in [`refine`] — from the entry point's `metadata["botId"]` / `metadata["botUsername"]` is
+//! outbound. Telegram never delivers a bot's own messages to its webhook, so this matters for
+//! publishers that also publish what the bot sent (the `Message` that `sendMessage` returns).
 
 use async_trait::async_trait;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use super::{check_size, non_empty, parse_json, unix_time};
+use super::{check_size, envelope_fallback, metadata_strings, non_empty, parse_json, unix_time};
 use crate::{
-    AdapterError, Attachment, ChannelAdapter, ChannelType, Delivery, Direction, NormalizedMessage, NormalizedUpdate,
-    Sender, ThreadRef, UpdateAction,
+    AdapterError, Attachment, ChannelAdapter, ChannelType, Delivery, Direction, EntryPointInfo, NormalizedMessage,
+    NormalizedUpdate, Sender, ThreadRef, UpdateAction,
 };
 
 /// The adapter key (second word of the routing key `chat.telegram`).
 pub const ADAPTER_KEY: &str = "telegram";
 
-/// Per-entry-point configuration of the Telegram adapter.
+/// Entry point metadata keys read by [`refine`].
+pub const BOT_ID_KEY: &str = "botId";
+pub const BOT_USERNAME_KEY: &str = "botUsername";
+
+/// Configuration of the Telegram adapter. Per-entry-point settings come through [`refine`].
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TelegramConfig {
     /// Our bot's user id (the number before `:` in its token). Its messages are outbound; they
@@ -59,6 +72,30 @@ impl ChannelAdapter for TelegramAdapter {
     async fn decode(&self, delivery: &Delivery<'_>) -> Result<Vec<NormalizedUpdate>, AdapterError> {
         decode(delivery.body, delivery, &self.config)
     }
+    fn refine(&self, update: &mut NormalizedUpdate, entry_point: &EntryPointInfo<'_>) {
+        refine(update, entry_point)
+    }
+}
+
+/// Mark a message from the entry point's own bot as outbound: `metadata["botId"]` (a number or a
+/// string, or an array of them) matches the sender id, or `metadata["botUsername"]` (with or
+/// without `@`, case-insensitive) matches the sender's username.
+pub fn refine(update: &mut NormalizedUpdate, entry_point: &EntryPointInfo<'_>) {
+    let UpdateAction::Append(message) = &mut update.action else { return };
+    let by_id = message
+        .sender
+        .id
+        .as_deref()
+        .is_some_and(|id| metadata_strings(entry_point.metadata, BOT_ID_KEY).iter().any(|bot| bot == id));
+    let username = message.metadata.get("username").and_then(Value::as_str);
+    let by_name = username.is_some_and(|name| {
+        metadata_strings(entry_point.metadata, BOT_USERNAME_KEY)
+            .iter()
+            .any(|bot| bot.trim_start_matches('@').eq_ignore_ascii_case(name.trim_start_matches('@')))
+    });
+    if by_id || by_name {
+        message.direction = Direction::Outbound;
+    }
 }
 
 #[derive(Deserialize)]
@@ -83,6 +120,10 @@ struct Message {
     voice: Option<FileMeta>,
     video: Option<FileMeta>,
     video_note: Option<FileMeta>,
+    sticker: Option<FileMeta>,
+    location: Option<Location>,
+    venue: Option<Venue>,
+    contact: Option<Contact>,
     edit_date: Option<i64>,
     message_thread_id: Option<i64>,
     reply_to_message: Option<ReplyRef>,
@@ -113,6 +154,10 @@ struct FileMeta {
     file_name: Option<String>,
     mime_type: Option<String>,
     file_size: Option<u64>,
+    /// Stickers only.
+    is_animated: Option<bool>,
+    is_video: Option<bool>,
+    emoji: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -123,6 +168,26 @@ struct PhotoSize {
     #[serde(default)]
     height: u64,
     file_size: Option<u64>,
+}
+
+#[derive(Deserialize)]
+struct Location {
+    latitude: f64,
+    longitude: f64,
+}
+
+#[derive(Deserialize)]
+struct Venue {
+    location: Location,
+    title: Option<String>,
+    address: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Contact {
+    phone_number: Option<String>,
+    first_name: Option<String>,
+    last_name: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -139,23 +204,34 @@ struct ChatId {
 /// Pure decode function, exposed for fuzzing.
 pub fn decode(
     body: &[u8],
-    _delivery: &Delivery<'_>,
+    delivery: &Delivery<'_>,
     config: &TelegramConfig,
 ) -> Result<Vec<NormalizedUpdate>, AdapterError> {
     check_size(body)?;
     let update: Update = parse_json("Telegram", body)?;
     if let Some(message) = update.message {
-        return Ok(vec![append(message, update.update_id, config)?]);
+        return Ok(append(message, update.update_id, delivery, config)?.into_iter().collect());
     }
     if let Some(message) = update.edited_message {
-        return Ok(vec![edit(message)?]);
+        return Ok(edit(message, delivery)?.into_iter().collect());
     }
     Ok(vec![])
 }
 
-fn append(message: Message, update_id: Option<i64>, config: &TelegramConfig) -> Result<NormalizedUpdate, AdapterError> {
+fn append(
+    message: Message,
+    update_id: Option<i64>,
+    delivery: &Delivery<'_>,
+    config: &TelegramConfig,
+) -> Result<Option<NormalizedUpdate>, AdapterError> {
     let chat_id = message.chat.id.to_string();
     let occurred_at = unix_time(message.date, "message.date")?;
+    let body = body_of(&message);
+    let attachments = attachments(&message);
+    if body.is_empty() && attachments.is_empty() {
+        // Service messages (new_chat_members, pinned_message, ...) and kinds we cannot show.
+        return Ok(None);
+    }
 
     let (sender, direction) = match &message.from {
         Some(user) => {
@@ -210,44 +286,74 @@ fn append(message: Message, update_id: Option<i64>, config: &TelegramConfig) -> 
         }
     }
 
-    Ok(NormalizedUpdate {
+    Ok(Some(NormalizedUpdate {
         external_channel_id: Some(chat_id.clone()),
-        fallback_channel_ids: vec![],
+        fallback_channel_ids: envelope_fallback(delivery, &chat_id),
         thread: ThreadRef { key: Some(chat_id), references, conversation_id_hint: None },
         action: UpdateAction::Append(NormalizedMessage {
             idempotency_key: message_key(message.chat.id, message.message_id),
             direction,
             sender,
             subject: None,
-            body: body_of(&message),
-            attachments: attachments(&message),
+            body,
+            attachments,
             occurred_at,
             is_auto_reply: false,
             metadata: meta,
         }),
-    })
+    }))
 }
 
-fn edit(message: Message) -> Result<NormalizedUpdate, AdapterError> {
+fn edit(message: Message, delivery: &Delivery<'_>) -> Result<Option<NormalizedUpdate>, AdapterError> {
     let chat_id = message.chat.id.to_string();
     let edited_at = match message.edit_date {
         Some(at) => unix_time(at, "edited_message.edit_date")?,
         None => unix_time(message.date, "edited_message.date")?,
     };
-    Ok(NormalizedUpdate {
+    let body = body_of(&message);
+    if body.is_empty() {
+        // Live-location updates without a location we can show, media swapped without caption.
+        return Ok(None);
+    }
+    Ok(Some(NormalizedUpdate {
         external_channel_id: Some(chat_id.clone()),
-        fallback_channel_ids: vec![],
+        fallback_channel_ids: envelope_fallback(delivery, &chat_id),
         thread: ThreadRef { key: Some(chat_id), references: vec![], conversation_id_hint: None },
         action: UpdateAction::Edit {
             idempotency_key: message_key(message.chat.id, message.message_id),
-            body: body_of(&message),
+            body,
             edited_at,
         },
-    })
+    }))
 }
 
 fn body_of(message: &Message) -> String {
-    message.text.clone().or_else(|| message.caption.clone()).unwrap_or_default()
+    if let Some(text) = message.text.clone().or_else(|| message.caption.clone()) {
+        return text;
+    }
+    if let Some(venue) = &message.venue {
+        let place = [venue.title.as_deref(), venue.address.as_deref()]
+            .into_iter()
+            .flatten()
+            .filter(|s| !s.trim().is_empty())
+            .collect::<Vec<_>>()
+            .join(", ");
+        return format!("Location: {place} ({}, {})", venue.location.latitude, venue.location.longitude);
+    }
+    if let Some(location) = &message.location {
+        return format!("Location: ({}, {})", location.latitude, location.longitude);
+    }
+    if let Some(contact) = &message.contact {
+        let name = [contact.first_name.as_deref(), contact.last_name.as_deref()]
+            .into_iter()
+            .flatten()
+            .filter(|s| !s.trim().is_empty())
+            .collect::<Vec<_>>()
+            .join(" ");
+        let phone = contact.phone_number.as_deref().unwrap_or_default();
+        return format!("Contact: {name} {phone}").trim().to_owned();
+    }
+    message.sticker.as_ref().and_then(|s| non_empty(s.emoji.as_deref())).unwrap_or_default()
 }
 
 fn attachments(message: &Message) -> Vec<Attachment> {
@@ -272,6 +378,21 @@ fn attachments(message: &Message) -> Vec<Attachment> {
             content_type: non_empty(file.mime_type.as_deref()),
             size: file.file_size,
             content_id: Some(file.file_id.clone()),
+            ..Attachment::default()
+        });
+    }
+    if let Some(sticker) = &message.sticker {
+        // Static stickers are WebP, animated ones TGS (gzipped Lottie), video stickers WebM.
+        let content_type = match (sticker.is_animated, sticker.is_video) {
+            (Some(true), _) => "application/x-tgsticker",
+            (_, Some(true)) => "video/webm",
+            _ => "image/webp",
+        };
+        out.push(Attachment {
+            content_type: Some(content_type.into()),
+            size: sticker.file_size,
+            content_id: Some(sticker.file_id.clone()),
+            inline: true,
             ..Attachment::default()
         });
     }

@@ -2,26 +2,37 @@
 //!
 //! Decodes Twilio's `application/x-www-form-urlencoded` incoming-message webhook (SMS, MMS, and
 //! WhatsApp-through-Twilio): `MessageSid` (or the legacy `SmsMessageSid`/`SmsSid`), `From`, `To`,
-//! `Body`, `NumMedia` with `MediaUrl{N}`/`MediaContentType{N}`. The idempotency key is
+//! `Body`, `NumMedia` with `MediaUrl{N}`/`MediaContentType{N}`, and for WhatsApp locations
+//! `Latitude`/`Longitude`/`Address`/`Label` (rendered as the body). The idempotency key is
 //! `twilio:{MessageSid}`, the `external_channel_id` is `To` (our number), the thread key and
 //! sender id are `From` (one conversation per customer number). The payload carries no time, so
-//! `occurred_at` is the delivery's `received_at`.
+//! `occurred_at` is the delivery's `received_at`. Invalid UTF-8 in the form decodes lossily.
 //!
 //! The same endpoint often also receives status callbacks for messages we sent (`MessageStatus`
 //! of `sent`, `delivered`, `undelivered`, `failed`, `read`, ...). Those become
-//! [`UpdateAction::Status`] on the same key, with `ErrorCode`/`ErrorMessage` as detail.
+//! [`UpdateAction::Status`] on the same key, with `ErrorCode`/`ErrorMessage` as detail; there
+//! `From` is our number (the `external_channel_id`) and `To` the customer (the thread key).
+//!
+//! Candidates after the payload's own number: the delivery envelope's entry point, then `From`.
+//! That last one lets [`refine`] recognise a message sent *from* one of our numbers (a publisher
+//! mirroring what an agent sent): when the resolved entry point's own number is the sender, or
+//! the sender is one of the entry point's `metadata["ownNumbers"]` (a string or an array), the
+//! message is outbound and its thread key becomes the customer's number (`To`).
 
 use async_trait::async_trait;
 use serde_json::{Map, Value};
 
-use super::{check_size, non_empty};
+use super::{check_size, clip, envelope_fallback, metadata_strings, non_empty};
 use crate::{
-    AdapterError, Attachment, ChannelAdapter, ChannelType, Delivery, Direction, NormalizedMessage, NormalizedUpdate,
-    Sender, ThreadRef, UpdateAction,
+    AdapterError, Attachment, ChannelAdapter, ChannelType, Delivery, Direction, EntryPointInfo, NormalizedMessage,
+    NormalizedUpdate, Sender, ThreadRef, UpdateAction,
 };
 
 /// The adapter key (second word of the routing key `chat.twilio-sms`).
 pub const ADAPTER_KEY: &str = "twilio-sms";
+
+/// The entry point metadata key listing further numbers of ours; see [`refine`].
+pub const OWN_NUMBERS_KEY: &str = "ownNumbers";
 
 /// Twilio attaches at most 10 media to a message; more indices than this are never read.
 pub const MAX_MEDIA: usize = 20;
@@ -57,6 +68,31 @@ impl ChannelAdapter for TwilioSmsAdapter {
     }
     async fn decode(&self, delivery: &Delivery<'_>) -> Result<Vec<NormalizedUpdate>, AdapterError> {
         decode(delivery.body, delivery, &self.config)
+    }
+    fn refine(&self, update: &mut NormalizedUpdate, entry_point: &EntryPointInfo<'_>) {
+        refine(update, entry_point)
+    }
+}
+
+/// Whether two numbers are the same: case-insensitive, ignoring surrounding space, so that
+/// `whatsapp:+1415...` matches `WhatsApp:+1415...`.
+fn same_number(a: &str, b: &str) -> bool {
+    a.trim().eq_ignore_ascii_case(b.trim())
+}
+
+/// Mark a message sent from our own number as outbound (see the module docs) and move it to the
+/// customer's thread.
+pub fn refine(update: &mut NormalizedUpdate, entry_point: &EntryPointInfo<'_>) {
+    let UpdateAction::Append(message) = &mut update.action else { return };
+    let Some(from) = message.sender.id.as_deref() else { return };
+    let own = same_number(from, entry_point.external_channel_id)
+        || metadata_strings(entry_point.metadata, OWN_NUMBERS_KEY).iter().any(|n| same_number(n, from));
+    if !own {
+        return;
+    }
+    message.direction = Direction::Outbound;
+    if let Some(to) = message.metadata.get("to").and_then(Value::as_str) {
+        update.thread.key = Some(to.to_owned());
     }
 }
 
@@ -98,8 +134,8 @@ pub fn decode(
             (None, message) => message,
         };
         return Ok(vec![NormalizedUpdate {
+            fallback_channel_ids: envelope_fallback(delivery, &from),
             external_channel_id: Some(from),
-            fallback_channel_ids: vec![],
             thread: ThreadRef { key: Some(to), references: vec![], conversation_id_hint: None },
             action: UpdateAction::Status {
                 idempotency_key: message_key(&sid),
@@ -111,9 +147,9 @@ pub fn decode(
     }
 
     let num_media = match get("NumMedia") {
-        Some(n) => n.parse::<usize>().map_err(|_| {
-            AdapterError::Malformed(format!("NumMedia `{}` is not a number", n.chars().take(20).collect::<String>()))
-        })?,
+        Some(n) => n
+            .parse::<usize>()
+            .map_err(|_| AdapterError::Malformed(format!("NumMedia `{}` is not a number", clip(&n, 20))))?,
         None => 0,
     };
     let attachments = (0..num_media.min(MAX_MEDIA))
@@ -137,6 +173,7 @@ pub fn decode(
         ("FromZip", "fromZip"),
         ("FromCountry", "fromCountry"),
         ("WaId", "waId"),
+        ("To", "to"),
     ] {
         if let Some(value) = get(param) {
             meta.insert(key.into(), Value::String(value));
@@ -144,16 +181,28 @@ pub fn decode(
     }
     let references = get("OriginalRepliedMessageSid").map(|s| vec![message_key(&s)]).unwrap_or_default();
 
+    let mut body = params.iter().find(|(k, _)| k == "Body").map(|(_, v)| v.clone()).unwrap_or_default();
+    if body.trim().is_empty() {
+        if let (Some(lat), Some(lon)) = (get("Latitude"), get("Longitude")) {
+            let place = [get("Label"), get("Address")].into_iter().flatten().collect::<Vec<_>>().join(", ");
+            body = format!("Location: {place} ({lat}, {lon})").split_whitespace().collect::<Vec<_>>().join(" ");
+        }
+    }
+
+    let mut fallback_channel_ids = envelope_fallback(delivery, &to);
+    if !same_number(&from, &to) && !fallback_channel_ids.iter().any(|f| same_number(f, &from)) {
+        fallback_channel_ids.push(from.clone());
+    }
     Ok(vec![NormalizedUpdate {
         external_channel_id: Some(to),
-        fallback_channel_ids: vec![],
+        fallback_channel_ids,
         thread: ThreadRef { key: Some(from.clone()), references, conversation_id_hint: None },
         action: UpdateAction::Append(NormalizedMessage {
             idempotency_key: message_key(&sid),
             direction: Direction::Inbound,
             sender: Sender { id: Some(from), display_name: get("ProfileName"), ..Sender::default() },
             subject: None,
-            body: params.iter().find(|(k, _)| k == "Body").map(|(_, v)| v.clone()).unwrap_or_default(),
+            body,
             attachments,
             occurred_at: delivery.received_at,
             is_auto_reply: false,

@@ -1,29 +1,44 @@
 //! WhatsApp Cloud API adapter (`chat.whatsapp`).
 //!
-//! Maps Meta's webhook (`object: whatsapp_business_account`, `entry[].changes[].value`) for the
-//! `messages` field. One webhook can carry several entries, changes, messages and statuses; all
-//! of them are returned, in payload order.
+//! Maps Meta's webhook (`object: whatsapp_business_account`, `entry[].changes[].value`). One
+//! webhook can carry several entries, changes, messages and statuses; all of them are returned,
+//! in payload order.
+//!
+//! Field `messages`:
 //!
 //! - `messages[]` → inbound [`UpdateAction::Append`]: text; image/document/audio/video/sticker as
-//!   attachment metadata (media id as `content_id`, `mime_type`, `sha256`, `filename`); the title
-//!   of an interactive `button_reply`/`list_reply` or a template quick-reply `button` as the body;
-//!   locations as text. Reactions and system messages are skipped; other types (contacts, order,
-//!   unsupported, ...) are appended with a placeholder body so the agent sees something came in.
-//! - `statuses[]` (sent/delivered/read/failed) → [`UpdateAction::Status`] on the `wa:{wamid}` key,
-//!   with the first error's title as detail.
+//!   attachment metadata (media id as `content_id`, `mime_type`, `sha256` as lower-case hex —
+//!   Meta's documentation shows hex, real webhooks send base64 —, `filename`); the title of an
+//!   interactive `button_reply`/`list_reply` or a template quick-reply `button` as the body;
+//!   locations and shared contacts as text. Reactions and `system` messages are skipped; other
+//!   types (`order`, `unsupported`, an `interactive` whose object Meta could not render, ...) are
+//!   appended with a placeholder body naming the type and Meta's error title, so the agent sees
+//!   that something came in.
+//! - `messages[]` of type `edit` → [`UpdateAction::Edit`] of `edit.original_message_id` (new text
+//!   or caption); of type `revoke` → [`UpdateAction::Delete`] of `revoke.original_message_id`.
+//! - `statuses[]` (sent/delivered/read/failed) → [`UpdateAction::Status`] on the `wa:{wamid}`
+//!   key, with the first error's code and title as detail.
+//!
+//! Field `smb_message_echoes` (messages a business sent from the WhatsApp Business app on a number
+//! shared with the Cloud API): `message_echoes[]` → **outbound** appends, thread key `to`.
 //!
 //! The thread key is the customer's `wa_id` (one conversation per customer and business number);
-//! the `external_channel_id` is `metadata.phone_number_id`; the sender's display name comes from
-//! `contacts[].profile.name`. Other fields (`account_update`, `message_template_status_update`,
-//! `smb_message_echoes`, ...) and account-level `errors` decode to no updates. A payload whose
-//! `object` is not `whatsapp_business_account` is refused as [`AdapterError::Unsupported`].
+//! the `external_channel_id` is `metadata.phone_number_id`, with the delivery envelope's entry
+//! point as fallback; the sender's display name comes from `contacts[].profile.name`. A message
+//! whose `from` is the business's own `display_phone_number` is outbound (no entry point setting
+//! is needed, so this adapter has no `refine`). Other fields (`account_update`,
+//! `message_template_status_update`, `smb_app_state_sync`, ...) and account-level `errors`
+//! decode to no updates. A payload whose `object` is not `whatsapp_business_account` is refused
+//! as [`AdapterError::Unsupported`].
 
 use async_trait::async_trait;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine as _;
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use super::{check_size, non_empty, parse_json, unix_time};
+use super::{check_size, clip, envelope_fallback, non_empty, parse_json, unix_time};
 use crate::{
     AdapterError, Attachment, ChannelAdapter, ChannelType, Delivery, Direction, NormalizedMessage, NormalizedUpdate,
     Sender, ThreadRef, UpdateAction,
@@ -94,7 +109,11 @@ struct ChangeValue {
     #[serde(default)]
     messages: Vec<WaMessage>,
     #[serde(default)]
+    message_echoes: Vec<WaMessage>,
+    #[serde(default)]
     statuses: Vec<WaStatus>,
+    #[serde(default)]
+    errors: Vec<WaError>,
 }
 
 #[derive(Deserialize)]
@@ -117,10 +136,25 @@ struct Profile {
 #[derive(Deserialize)]
 struct WaMessage {
     from: String,
+    /// Echoes only: the customer.
+    to: Option<String>,
     id: String,
     timestamp: Value,
     #[serde(rename = "type")]
     kind: String,
+    #[serde(flatten)]
+    content: Content,
+    context: Option<Context>,
+    #[serde(default)]
+    errors: Vec<WaError>,
+    edit: Option<EditBody>,
+    revoke: Option<Revoke>,
+}
+
+/// The type-specific objects of a message (also the `message` of an edit).
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct Content {
     text: Option<Text>,
     image: Option<Media>,
     document: Option<Media>,
@@ -131,9 +165,24 @@ struct WaMessage {
     interactive: Option<Interactive>,
     button: Option<Button>,
     location: Option<Location>,
-    context: Option<Context>,
-    #[serde(default)]
-    errors: Vec<WaError>,
+    contacts: Option<Vec<SharedContact>>,
+}
+
+#[derive(Deserialize)]
+struct EditBody {
+    original_message_id: Option<String>,
+    message: Option<EditedMessage>,
+}
+
+#[derive(Deserialize)]
+struct EditedMessage {
+    #[serde(flatten)]
+    content: Content,
+}
+
+#[derive(Deserialize)]
+struct Revoke {
+    original_message_id: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -188,6 +237,23 @@ struct Location {
 }
 
 #[derive(Deserialize)]
+struct SharedContact {
+    name: Option<ContactName>,
+    #[serde(default)]
+    phones: Vec<ContactPhone>,
+}
+
+#[derive(Deserialize)]
+struct ContactName {
+    formatted_name: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct ContactPhone {
+    phone: Option<String>,
+}
+
+#[derive(Deserialize)]
 struct Context {
     id: Option<String>,
     #[serde(default)]
@@ -208,14 +274,30 @@ struct WaStatus {
 
 #[derive(Deserialize)]
 struct WaError {
+    code: Option<i64>,
     title: Option<String>,
     message: Option<String>,
+}
+
+impl WaError {
+    fn title(&self) -> Option<String> {
+        non_empty(self.title.as_deref()).or_else(|| non_empty(self.message.as_deref()))
+    }
+
+    /// `{code}: {title}`, for delivery-status details.
+    fn describe(&self) -> Option<String> {
+        match (self.code, self.title()) {
+            (Some(code), Some(title)) => Some(format!("{code}: {title}")),
+            (Some(code), None) => Some(format!("error {code}")),
+            (None, title) => title,
+        }
+    }
 }
 
 /// Pure decode function, exposed for fuzzing.
 pub fn decode(
     body: &[u8],
-    _delivery: &Delivery<'_>,
+    delivery: &Delivery<'_>,
     _config: &WhatsAppConfig,
 ) -> Result<Vec<NormalizedUpdate>, AdapterError> {
     check_size(body)?;
@@ -223,113 +305,226 @@ pub fn decode(
     if webhook.object != "whatsapp_business_account" {
         return Err(AdapterError::Unsupported(format!(
             "WhatsApp webhook object `{}` (expected whatsapp_business_account)",
-            webhook.object.chars().take(60).collect::<String>()
+            clip(&webhook.object, 60)
         )));
     }
     let mut updates = Vec::new();
     for (i, entry) in webhook.entry.into_iter().enumerate() {
         for (j, change) in entry.changes.into_iter().enumerate() {
-            if change.field.as_deref() != Some("messages") {
-                continue;
-            }
+            let echoes = match change.field.as_deref() {
+                Some("messages") => false,
+                Some("smb_message_echoes") => true,
+                _ => continue,
+            };
             let Some(value) = change.value else { continue };
             let at = format!("entry[{i}].changes[{j}].value");
             let value: ChangeValue =
                 serde_json::from_value(value).map_err(|e| AdapterError::Malformed(format!("WhatsApp {at}: {e}")))?;
-            decode_value(value, entry.id.as_deref(), &at, &mut updates)?;
+            decode_value(value, entry.id.as_deref(), echoes, delivery, &at, &mut updates)?;
         }
     }
     Ok(updates)
 }
 
+/// What every update of one `value` shares.
+struct ValueCtx<'a> {
+    phone_number_id: String,
+    fallbacks: Vec<String>,
+    display_number: Option<String>,
+    waba_id: Option<String>,
+    contacts: &'a [Contact],
+    value_errors: &'a [WaError],
+}
+
 fn decode_value(
     value: ChangeValue,
     waba_id: Option<&str>,
+    echoes: bool,
+    delivery: &Delivery<'_>,
     at: &str,
     updates: &mut Vec<NormalizedUpdate>,
 ) -> Result<(), AdapterError> {
-    if value.messages.is_empty() && value.statuses.is_empty() {
+    if value.messages.is_empty() && value.statuses.is_empty() && value.message_echoes.is_empty() {
         return Ok(()); // account-level `errors`, or nothing at all
     }
     let metadata = value.metadata.as_ref();
     let phone_number_id = non_empty(metadata.and_then(|m| m.phone_number_id.as_deref()))
         .ok_or_else(|| AdapterError::Missing(format!("{at}.metadata.phone_number_id")))?;
-    let display_number = non_empty(metadata.and_then(|m| m.display_phone_number.as_deref()));
+    let ctx = ValueCtx {
+        fallbacks: envelope_fallback(delivery, &phone_number_id),
+        phone_number_id,
+        display_number: non_empty(metadata.and_then(|m| m.display_phone_number.as_deref())),
+        waba_id: non_empty(waba_id),
+        contacts: &value.contacts,
+        value_errors: &value.errors,
+    };
 
-    for (k, message) in value.messages.iter().enumerate() {
-        let at = format!("{at}.messages[{k}]");
-        if let Some(mut update) = append(message, &value.contacts, &phone_number_id, &at)? {
-            if let UpdateAction::Append(m) = &mut update.action {
-                if let Some(id) = non_empty(waba_id) {
-                    m.metadata.insert("wabaId".into(), Value::String(id));
-                }
-                if let Some(number) = &display_number {
-                    m.metadata.insert("displayPhoneNumber".into(), Value::String(number.clone()));
-                }
-            }
+    let (list, name) = if echoes { (&value.message_echoes, "message_echoes") } else { (&value.messages, "messages") };
+    for (k, message) in list.iter().enumerate() {
+        let at = format!("{at}.{name}[{k}]");
+        if let Some(update) = message_update(message, &ctx, echoes, &at)? {
             updates.push(update);
         }
     }
     for (k, status) in value.statuses.iter().enumerate() {
         let at = format!("{at}.statuses[{k}]");
-        let detail = status
-            .errors
-            .first()
-            .and_then(|e| non_empty(e.title.as_deref()).or_else(|| non_empty(e.message.as_deref())));
         let recipient = non_empty(status.recipient_id.as_deref());
         updates.push(NormalizedUpdate {
-            external_channel_id: Some(phone_number_id.clone()),
-            fallback_channel_ids: vec![],
+            external_channel_id: Some(ctx.phone_number_id.clone()),
+            fallback_channel_ids: ctx.fallbacks.clone(),
             thread: ThreadRef { key: recipient, references: vec![], conversation_id_hint: None },
             action: UpdateAction::Status {
                 idempotency_key: message_key(&status.id),
                 status: status.status.clone(),
                 at: timestamp(&status.timestamp, &format!("{at}.timestamp"))?,
-                detail,
+                detail: status.errors.first().and_then(WaError::describe),
             },
         });
     }
     Ok(())
 }
 
-fn append(
+/// Digits only, for comparing phone numbers written with or without `+`, spaces or dashes.
+fn digits(number: &str) -> String {
+    number.chars().filter(char::is_ascii_digit).collect()
+}
+
+fn message_update(
     message: &WaMessage,
-    contacts: &[Contact],
-    phone_number_id: &str,
+    ctx: &ValueCtx<'_>,
+    echo: bool,
     at: &str,
 ) -> Result<Option<NormalizedUpdate>, AdapterError> {
+    let occurred_at = timestamp(&message.timestamp, &format!("{at}.timestamp"))?;
+    let from_us = echo || ctx.display_number.as_deref().is_some_and(|own| digits(own) == digits(&message.from));
+    let customer = match (from_us, non_empty(message.to.as_deref())) {
+        (true, Some(to)) => to,
+        _ => message.from.clone(),
+    };
+    let thread =
+        |references: Vec<String>| ThreadRef { key: Some(customer.clone()), references, conversation_id_hint: None };
+
+    match message.kind.as_str() {
+        "reaction" | "system" => return Ok(None),
+        "edit" => {
+            let edit = message.edit.as_ref().ok_or_else(|| AdapterError::Missing(format!("{at}.edit")))?;
+            let original = non_empty(edit.original_message_id.as_deref())
+                .ok_or_else(|| AdapterError::Missing(format!("{at}.edit.original_message_id")))?;
+            let body = edit.message.as_ref().and_then(|m| edited_text(&m.content)).unwrap_or_default();
+            return Ok(Some(NormalizedUpdate {
+                external_channel_id: Some(ctx.phone_number_id.clone()),
+                fallback_channel_ids: ctx.fallbacks.clone(),
+                thread: thread(vec![]),
+                action: UpdateAction::Edit { idempotency_key: message_key(&original), body, edited_at: occurred_at },
+            }));
+        }
+        "revoke" => {
+            let original = message
+                .revoke
+                .as_ref()
+                .and_then(|r| non_empty(r.original_message_id.as_deref()))
+                .ok_or_else(|| AdapterError::Missing(format!("{at}.revoke.original_message_id")))?;
+            return Ok(Some(NormalizedUpdate {
+                external_channel_id: Some(ctx.phone_number_id.clone()),
+                fallback_channel_ids: ctx.fallbacks.clone(),
+                thread: thread(vec![]),
+                action: UpdateAction::Delete { idempotency_key: message_key(&original), deleted_at: occurred_at },
+            }));
+        }
+        _ => {}
+    }
+
     let mut meta = Map::new();
     meta.insert("waType".into(), Value::String(message.kind.clone()));
-    let mut attachments = Vec::new();
+    let (body, attachments) = content_of(message, ctx, &mut meta);
 
-    let body = match message.kind.as_str() {
-        "reaction" | "system" => return Ok(None),
-        "text" => message.text.as_ref().and_then(|t| t.body.clone()).unwrap_or_default(),
-        kind @ ("image" | "document" | "audio" | "video" | "sticker" | "voice") => {
-            let media = match kind {
-                "image" => &message.image,
-                "document" => &message.document,
-                "audio" => &message.audio,
-                "video" => &message.video,
-                "sticker" => &message.sticker,
-                _ => &message.voice,
-            };
-            let media = media.as_ref().ok_or_else(|| AdapterError::Missing(format!("{at}.{kind}")))?;
-            attachments.push(Attachment {
-                filename: non_empty(media.filename.as_deref()),
-                content_type: non_empty(media.mime_type.as_deref()),
-                size: None,
-                content_id: non_empty(media.id.as_deref()),
-                sha256: non_empty(media.sha256.as_deref()),
-                url: non_empty(media.url.as_deref()),
-                inline: false,
-                ..Default::default()
-            });
-            media.caption.clone().unwrap_or_default()
+    let contact = if from_us {
+        None
+    } else {
+        ctx.contacts.iter().find(|c| c.wa_id.as_deref() == Some(message.from.as_str())).or(if ctx.contacts.len() == 1 {
+            ctx.contacts.first()
+        } else {
+            None
+        })
+    };
+    let references = message
+        .context
+        .as_ref()
+        .and_then(|c| non_empty(c.id.as_deref()))
+        .map(|id| vec![message_key(&id)])
+        .unwrap_or_default();
+    if let Some(context) = &message.context {
+        if context.forwarded || context.frequently_forwarded {
+            meta.insert("forwarded".into(), Value::Bool(true));
         }
-        "interactive" => {
-            let interactive =
-                message.interactive.as_ref().ok_or_else(|| AdapterError::Missing(format!("{at}.interactive")))?;
+    }
+    if let Some(id) = &ctx.waba_id {
+        meta.insert("wabaId".into(), Value::String(id.clone()));
+    }
+    if let Some(number) = &ctx.display_number {
+        meta.insert("displayPhoneNumber".into(), Value::String(number.clone()));
+    }
+    if echo {
+        meta.insert("echo".into(), Value::Bool(true));
+    }
+
+    Ok(Some(NormalizedUpdate {
+        external_channel_id: Some(ctx.phone_number_id.clone()),
+        fallback_channel_ids: ctx.fallbacks.clone(),
+        thread: ThreadRef {
+            key: Some(contact.and_then(|c| non_empty(c.wa_id.as_deref())).unwrap_or_else(|| customer.clone())),
+            references,
+            conversation_id_hint: None,
+        },
+        action: UpdateAction::Append(NormalizedMessage {
+            idempotency_key: message_key(&message.id),
+            direction: if from_us { Direction::Outbound } else { Direction::Inbound },
+            sender: Sender {
+                id: Some(message.from.clone()),
+                display_name: contact.and_then(|c| c.profile.as_ref()).and_then(|p| non_empty(p.name.as_deref())),
+                primary_email: None,
+                profile_image_url: None,
+            },
+            subject: None,
+            body,
+            attachments,
+            occurred_at,
+            is_auto_reply: false,
+            metadata: meta,
+        }),
+    }))
+}
+
+/// The body and attachments of a message; a placeholder body when the type is unknown or its
+/// object is missing (Meta sends e.g. an `interactive` without `interactive` when it cannot
+/// render the user's reply, with the reason in `errors`).
+fn content_of(message: &WaMessage, ctx: &ValueCtx<'_>, meta: &mut Map<String, Value>) -> (String, Vec<Attachment>) {
+    let c = &message.content;
+    let kind = message.kind.as_str();
+    let media = match kind {
+        "image" => c.image.as_ref(),
+        "document" => c.document.as_ref(),
+        "audio" => c.audio.as_ref(),
+        "video" => c.video.as_ref(),
+        "sticker" => c.sticker.as_ref(),
+        "voice" => c.voice.as_ref(),
+        _ => None,
+    };
+    if let Some(media) = media {
+        let attachment = Attachment {
+            filename: non_empty(media.filename.as_deref()),
+            content_type: non_empty(media.mime_type.as_deref()),
+            content_id: non_empty(media.id.as_deref()),
+            sha256: media.sha256.as_deref().and_then(normalize_sha256),
+            url: non_empty(media.url.as_deref()),
+            inline: kind == "sticker",
+            ..Default::default()
+        };
+        return (media.caption.clone().unwrap_or_default(), vec![attachment]);
+    }
+    let body = match kind {
+        "text" => c.text.as_ref().map(|t| t.body.clone().unwrap_or_default()),
+        "interactive" => c.interactive.as_ref().map(|interactive| {
             if let Some(kind) = non_empty(interactive.kind.as_deref()) {
                 meta.insert("interactiveType".into(), Value::String(kind));
             }
@@ -349,16 +544,14 @@ fn append(
                     .and_then(|n| non_empty(n.body.as_deref()).or_else(|| non_empty(n.name.as_deref())))
                     .unwrap_or_default(),
             }
-        }
-        "button" => {
-            let button = message.button.as_ref().ok_or_else(|| AdapterError::Missing(format!("{at}.button")))?;
+        }),
+        "button" => c.button.as_ref().map(|button| {
             if let Some(payload) = non_empty(button.payload.as_deref()) {
                 meta.insert("buttonPayload".into(), Value::String(payload));
             }
             button.text.clone().unwrap_or_default()
-        }
-        "location" => {
-            let location = message.location.as_ref().ok_or_else(|| AdapterError::Missing(format!("{at}.location")))?;
+        }),
+        "location" => c.location.as_ref().map(|location| {
             let place = [location.name.as_deref(), location.address.as_deref()]
                 .into_iter()
                 .flatten()
@@ -369,55 +562,54 @@ fn append(
                 (Some(lat), Some(lon)) => format!("({lat}, {lon})"),
                 _ => String::new(),
             };
-            format!("Location: {place} {coordinates}").trim().to_owned()
-        }
-        other => {
-            let why = message.errors.first().and_then(|e| non_empty(e.title.as_deref()));
-            match why {
-                Some(why) => format!("[WhatsApp message of type `{other}`: {why}]"),
-                None => format!("[WhatsApp message of type `{other}`]"),
-            }
-        }
-    };
-
-    let contact = contacts
-        .iter()
-        .find(|c| c.wa_id.as_deref() == Some(message.from.as_str()))
-        .or(if contacts.len() == 1 { contacts.first() } else { None });
-    let wa_id = contact.and_then(|c| non_empty(c.wa_id.as_deref())).unwrap_or_else(|| message.from.clone());
-    let references = message
-        .context
-        .as_ref()
-        .and_then(|c| non_empty(c.id.as_deref()))
-        .map(|id| vec![message_key(&id)])
-        .unwrap_or_default();
-    if let Some(context) = &message.context {
-        if context.forwarded || context.frequently_forwarded {
-            meta.insert("forwarded".into(), Value::Bool(true));
-        }
-    }
-
-    Ok(Some(NormalizedUpdate {
-        external_channel_id: Some(phone_number_id.to_owned()),
-        fallback_channel_ids: vec![],
-        thread: ThreadRef { key: Some(wa_id), references, conversation_id_hint: None },
-        action: UpdateAction::Append(NormalizedMessage {
-            idempotency_key: message_key(&message.id),
-            direction: Direction::Inbound,
-            sender: Sender {
-                id: Some(message.from.clone()),
-                display_name: contact.and_then(|c| c.profile.as_ref()).and_then(|p| non_empty(p.name.as_deref())),
-                primary_email: None,
-                profile_image_url: None,
-            },
-            subject: None,
-            body,
-            attachments,
-            occurred_at: timestamp(&message.timestamp, &format!("{at}.timestamp"))?,
-            is_auto_reply: false,
-            metadata: meta,
+            format!("Location: {place} {coordinates}").split_whitespace().collect::<Vec<_>>().join(" ")
         }),
-    }))
+        "contacts" => c.contacts.as_ref().map(|contacts| {
+            let people = contacts
+                .iter()
+                .map(|contact| {
+                    let name = contact.name.as_ref().and_then(|n| non_empty(n.formatted_name.as_deref()));
+                    let phones =
+                        contact.phones.iter().filter_map(|p| non_empty(p.phone.as_deref())).collect::<Vec<_>>();
+                    match (name, phones.is_empty()) {
+                        (Some(name), false) => format!("{name} ({})", phones.join(", ")),
+                        (Some(name), true) => name,
+                        (None, _) => phones.join(", "),
+                    }
+                })
+                .collect::<Vec<_>>();
+            format!("Contacts: {}", people.join("; "))
+        }),
+        _ => None,
+    };
+    let body = body.unwrap_or_else(|| {
+        let why = message.errors.iter().chain(ctx.value_errors).find_map(WaError::title);
+        match why {
+            Some(why) => format!("[WhatsApp message of type `{}`: {why}]", clip(kind, 40)),
+            None => format!("[WhatsApp message of type `{}`]", clip(kind, 40)),
+        }
+    });
+    (body, vec![])
+}
+
+/// The new text of an edited message: its text body or its media caption.
+fn edited_text(content: &Content) -> Option<String> {
+    content.text.as_ref().and_then(|t| t.body.clone()).or_else(|| {
+        [&content.image, &content.video, &content.document, &content.audio, &content.sticker, &content.voice]
+            .into_iter()
+            .flatten()
+            .find_map(|m| m.caption.clone())
+    })
+}
+
+/// Lower-case hex of a SHA-256 that Meta sends as hex (documentation) or base64 (real payloads);
+/// `None` when it is neither.
+pub fn normalize_sha256(value: &str) -> Option<String> {
+    let value = value.trim();
+    if value.len() == 64 && value.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Some(value.to_ascii_lowercase());
+    }
+    BASE64.decode(value).ok().filter(|bytes| bytes.len() == 32).map(hex::encode)
 }
 
 /// WhatsApp sends unix seconds as a string (`"1739321024"`); accept a number too.
