@@ -213,12 +213,15 @@ pub struct NormalizedUpdate {
 }
 
 impl NormalizedUpdate {
-    /// The external channel ids to resolve, in order; the envelope's when the payload names none.
+    /// The external channel ids to resolve, in order: the payload's own, its fallbacks, then the
+    /// delivery envelope's (the entry point the publisher or the gateway named), once each.
     pub fn channel_id_candidates<'a>(&'a self, envelope: Option<&'a str>) -> Vec<&'a str> {
-        let mut candidates: Vec<&str> =
-            self.external_channel_id.iter().chain(&self.fallback_channel_ids).map(String::as_str).collect();
-        if candidates.is_empty() {
-            candidates.extend(envelope);
+        let mut candidates: Vec<&str> = Vec::new();
+        let named = self.external_channel_id.iter().chain(&self.fallback_channel_ids).map(String::as_str);
+        for id in named.chain(envelope).map(str::trim).filter(|id| !id.is_empty()) {
+            if !candidates.contains(&id) {
+                candidates.push(id);
+            }
         }
         candidates
     }

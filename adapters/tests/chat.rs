@@ -575,7 +575,7 @@ fn telegram_refine_uses_bot_id_and_username() {
 #[test]
 fn telegram_envelope_entry_point_is_a_fallback() {
     let u = single(decode_with(Provider::Telegram, &fixture("telegram_message.json"), Some("bot:5000000001")).unwrap());
-    assert_eq!(u.channel_id_candidates(None), vec!["1111111", "bot:5000000001"]);
+    assert_eq!(u.channel_id_candidates(Some("bot:5000000001")), vec!["1111111", "bot:5000000001"]);
 }
 
 #[test]
@@ -827,7 +827,7 @@ fn whatsapp_errors_name_the_field() {
 #[test]
 fn whatsapp_envelope_entry_point_is_a_fallback() {
     let u = single(decode_with(Provider::WhatsApp, &fixture("whatsapp_text.json"), Some("102290129340398")).unwrap());
-    assert_eq!(u.fallback_channel_ids, vec!["102290129340398".to_string()]);
+    assert_eq!(u.channel_id_candidates(Some("102290129340398")), vec!["106540352242922", "102290129340398"]);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -36,7 +36,7 @@ use chrono::{DateTime, Utc};
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
-use crate::{AdapterError, ChannelAdapter, Delivery};
+use crate::{AdapterError, ChannelAdapter};
 
 pub mod slack;
 pub mod telegram;
@@ -82,12 +82,6 @@ pub(crate) fn unix_time(secs: i64, what: &str) -> Result<DateTime<Utc>, AdapterE
 /// A trimmed, non-empty string, or `None`.
 pub(crate) fn non_empty(s: Option<&str>) -> Option<String> {
     s.map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned)
-}
-
-/// The delivery envelope's entry point id as a fallback candidate, unless it is empty or the
-/// same as the payload's own channel id.
-pub(crate) fn envelope_fallback(delivery: &Delivery<'_>, primary: &str) -> Vec<String> {
-    non_empty(delivery.external_channel_id).filter(|e| e != primary).into_iter().collect()
 }
 
 /// The strings an entry point's `metadata[key]` names: a string, a number, or an array of them.

@@ -28,7 +28,7 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use super::{check_size, clip, envelope_fallback, metadata_strings, non_empty, parse_json};
+use super::{check_size, clip, metadata_strings, non_empty, parse_json};
 use crate::{
     AdapterError, Attachment, ChannelAdapter, ChannelType, Delivery, Direction, EntryPointInfo, NormalizedMessage,
     NormalizedUpdate, Sender, ThreadRef, UpdateAction,
@@ -177,11 +177,7 @@ pub fn decode(
     let event: MessageEvent =
         serde_json::from_value(event).map_err(|e| AdapterError::Malformed(format!("Slack event: {e}")))?;
     let channel = non_empty(event.channel.as_deref()).ok_or_else(|| AdapterError::Missing("event.channel".into()))?;
-    let ctx = Context {
-        channel: &channel,
-        fallbacks: envelope_fallback(delivery, &channel),
-        own_bot_users: own_bot_users(envelope.authorizations.as_ref(), config),
-    };
+    let ctx = Context { channel: &channel, own_bot_users: own_bot_users(envelope.authorizations.as_ref(), config) };
 
     let mut meta = Map::new();
     insert(&mut meta, "teamId", envelope.team_id.as_deref());
@@ -211,7 +207,6 @@ pub fn decode(
 
 struct Context<'a> {
     channel: &'a str,
-    fallbacks: Vec<String>,
     own_bot_users: Vec<String>,
 }
 
@@ -295,7 +290,7 @@ fn append(
 
     Ok(NormalizedUpdate {
         external_channel_id: Some(channel.to_owned()),
-        fallback_channel_ids: ctx.fallbacks.clone(),
+        fallback_channel_ids: vec![],
         thread: ThreadRef { key: Some(thread_key(channel, &root)), references, conversation_id_hint: None },
         action: UpdateAction::Append(NormalizedMessage {
             idempotency_key: message_key(channel, &ts),
@@ -333,7 +328,7 @@ fn edit(
     let root = non_empty(message.thread_ts.as_deref()).unwrap_or_else(|| ts.clone());
     Ok(Some(NormalizedUpdate {
         external_channel_id: Some(channel.to_owned()),
-        fallback_channel_ids: ctx.fallbacks.clone(),
+        fallback_channel_ids: vec![],
         thread: ThreadRef {
             references: vec![message_key(channel, &root)],
             key: Some(thread_key(channel, &root)),
@@ -352,7 +347,7 @@ fn delete(event: &MessageEvent, ctx: &Context<'_>, delivery: &Delivery<'_>) -> R
     let root = previous.and_then(|p| non_empty(p.thread_ts.as_deref())).unwrap_or_else(|| deleted_ts.clone());
     Ok(NormalizedUpdate {
         external_channel_id: Some(channel.to_owned()),
-        fallback_channel_ids: ctx.fallbacks.clone(),
+        fallback_channel_ids: vec![],
         thread: ThreadRef {
             references: vec![message_key(channel, &root)],
             key: Some(thread_key(channel, &root)),

@@ -24,7 +24,7 @@ use async_trait::async_trait;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use super::{check_size, envelope_fallback, metadata_strings, non_empty, parse_json, unix_time};
+use super::{check_size, metadata_strings, non_empty, parse_json, unix_time};
 use crate::{
     AdapterError, Attachment, ChannelAdapter, ChannelType, Delivery, Direction, EntryPointInfo, NormalizedMessage,
     NormalizedUpdate, Sender, ThreadRef, UpdateAction,
@@ -201,19 +201,20 @@ struct ChatId {
     id: i64,
 }
 
-/// Pure decode function, exposed for fuzzing.
+/// Pure decode function, exposed for fuzzing. Every chat adapter's `decode` has this shape; this
+/// one needs nothing from the delivery besides the body.
 pub fn decode(
     body: &[u8],
-    delivery: &Delivery<'_>,
+    _delivery: &Delivery<'_>,
     config: &TelegramConfig,
 ) -> Result<Vec<NormalizedUpdate>, AdapterError> {
     check_size(body)?;
     let update: Update = parse_json("Telegram", body)?;
     if let Some(message) = update.message {
-        return Ok(append(message, update.update_id, delivery, config)?.into_iter().collect());
+        return Ok(append(message, update.update_id, config)?.into_iter().collect());
     }
     if let Some(message) = update.edited_message {
-        return Ok(edit(message, delivery)?.into_iter().collect());
+        return Ok(edit(message)?.into_iter().collect());
     }
     Ok(vec![])
 }
@@ -221,7 +222,6 @@ pub fn decode(
 fn append(
     message: Message,
     update_id: Option<i64>,
-    delivery: &Delivery<'_>,
     config: &TelegramConfig,
 ) -> Result<Option<NormalizedUpdate>, AdapterError> {
     let chat_id = message.chat.id.to_string();
@@ -288,7 +288,7 @@ fn append(
 
     Ok(Some(NormalizedUpdate {
         external_channel_id: Some(chat_id.clone()),
-        fallback_channel_ids: envelope_fallback(delivery, &chat_id),
+        fallback_channel_ids: Vec::new(),
         thread: ThreadRef { key: Some(chat_id), references, conversation_id_hint: None },
         action: UpdateAction::Append(NormalizedMessage {
             idempotency_key: message_key(message.chat.id, message.message_id),
@@ -304,7 +304,7 @@ fn append(
     }))
 }
 
-fn edit(message: Message, delivery: &Delivery<'_>) -> Result<Option<NormalizedUpdate>, AdapterError> {
+fn edit(message: Message) -> Result<Option<NormalizedUpdate>, AdapterError> {
     let chat_id = message.chat.id.to_string();
     let edited_at = match message.edit_date {
         Some(at) => unix_time(at, "edited_message.edit_date")?,
@@ -317,7 +317,7 @@ fn edit(message: Message, delivery: &Delivery<'_>) -> Result<Option<NormalizedUp
     }
     Ok(Some(NormalizedUpdate {
         external_channel_id: Some(chat_id.clone()),
-        fallback_channel_ids: envelope_fallback(delivery, &chat_id),
+        fallback_channel_ids: Vec::new(),
         thread: ThreadRef { key: Some(chat_id), references: vec![], conversation_id_hint: None },
         action: UpdateAction::Edit {
             idempotency_key: message_key(message.chat.id, message.message_id),

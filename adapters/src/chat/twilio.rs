@@ -22,7 +22,7 @@
 use async_trait::async_trait;
 use serde_json::{Map, Value};
 
-use super::{check_size, clip, envelope_fallback, metadata_strings, non_empty};
+use super::{check_size, clip, metadata_strings, non_empty};
 use crate::{
     AdapterError, Attachment, ChannelAdapter, ChannelType, Delivery, Direction, EntryPointInfo, NormalizedMessage,
     NormalizedUpdate, Sender, ThreadRef, UpdateAction,
@@ -134,7 +134,7 @@ pub fn decode(
             (None, message) => message,
         };
         return Ok(vec![NormalizedUpdate {
-            fallback_channel_ids: envelope_fallback(delivery, &from),
+            fallback_channel_ids: Vec::new(),
             external_channel_id: Some(from),
             thread: ThreadRef { key: Some(to), references: vec![], conversation_id_hint: None },
             action: UpdateAction::Status {
@@ -189,10 +189,8 @@ pub fn decode(
         }
     }
 
-    let mut fallback_channel_ids = envelope_fallback(delivery, &to);
-    if !same_number(&from, &to) && !fallback_channel_ids.iter().any(|f| same_number(f, &from)) {
-        fallback_channel_ids.push(from.clone());
-    }
+    // Our own number may be the sender (an outbound copy): then `From` names the entry point.
+    let fallback_channel_ids = if same_number(&from, &to) { vec![] } else { vec![from.clone()] };
     Ok(vec![NormalizedUpdate {
         external_channel_id: Some(to),
         fallback_channel_ids,

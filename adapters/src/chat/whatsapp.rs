@@ -38,7 +38,7 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use super::{check_size, clip, envelope_fallback, non_empty, parse_json, unix_time};
+use super::{check_size, clip, non_empty, parse_json, unix_time};
 use crate::{
     AdapterError, Attachment, ChannelAdapter, ChannelType, Delivery, Direction, NormalizedMessage, NormalizedUpdate,
     Sender, ThreadRef, UpdateAction,
@@ -294,10 +294,11 @@ impl WaError {
     }
 }
 
-/// Pure decode function, exposed for fuzzing.
+/// Pure decode function, exposed for fuzzing. Every chat adapter's `decode` has this shape; this
+/// one needs nothing from the delivery besides the body.
 pub fn decode(
     body: &[u8],
-    delivery: &Delivery<'_>,
+    _delivery: &Delivery<'_>,
     _config: &WhatsAppConfig,
 ) -> Result<Vec<NormalizedUpdate>, AdapterError> {
     check_size(body)?;
@@ -320,7 +321,7 @@ pub fn decode(
             let at = format!("entry[{i}].changes[{j}].value");
             let value: ChangeValue =
                 serde_json::from_value(value).map_err(|e| AdapterError::Malformed(format!("WhatsApp {at}: {e}")))?;
-            decode_value(value, entry.id.as_deref(), echoes, delivery, &at, &mut updates)?;
+            decode_value(value, entry.id.as_deref(), echoes, &at, &mut updates)?;
         }
     }
     Ok(updates)
@@ -329,7 +330,6 @@ pub fn decode(
 /// What every update of one `value` shares.
 struct ValueCtx<'a> {
     phone_number_id: String,
-    fallbacks: Vec<String>,
     display_number: Option<String>,
     waba_id: Option<String>,
     contacts: &'a [Contact],
@@ -340,7 +340,6 @@ fn decode_value(
     value: ChangeValue,
     waba_id: Option<&str>,
     echoes: bool,
-    delivery: &Delivery<'_>,
     at: &str,
     updates: &mut Vec<NormalizedUpdate>,
 ) -> Result<(), AdapterError> {
@@ -351,7 +350,6 @@ fn decode_value(
     let phone_number_id = non_empty(metadata.and_then(|m| m.phone_number_id.as_deref()))
         .ok_or_else(|| AdapterError::Missing(format!("{at}.metadata.phone_number_id")))?;
     let ctx = ValueCtx {
-        fallbacks: envelope_fallback(delivery, &phone_number_id),
         phone_number_id,
         display_number: non_empty(metadata.and_then(|m| m.display_phone_number.as_deref())),
         waba_id: non_empty(waba_id),
@@ -371,7 +369,7 @@ fn decode_value(
         let recipient = non_empty(status.recipient_id.as_deref());
         updates.push(NormalizedUpdate {
             external_channel_id: Some(ctx.phone_number_id.clone()),
-            fallback_channel_ids: ctx.fallbacks.clone(),
+            fallback_channel_ids: vec![],
             thread: ThreadRef { key: recipient, references: vec![], conversation_id_hint: None },
             action: UpdateAction::Status {
                 idempotency_key: message_key(&status.id),
@@ -413,7 +411,7 @@ fn message_update(
             let body = edit.message.as_ref().and_then(|m| edited_text(&m.content)).unwrap_or_default();
             return Ok(Some(NormalizedUpdate {
                 external_channel_id: Some(ctx.phone_number_id.clone()),
-                fallback_channel_ids: ctx.fallbacks.clone(),
+                fallback_channel_ids: vec![],
                 thread: thread(vec![]),
                 action: UpdateAction::Edit { idempotency_key: message_key(&original), body, edited_at: occurred_at },
             }));
@@ -426,7 +424,7 @@ fn message_update(
                 .ok_or_else(|| AdapterError::Missing(format!("{at}.revoke.original_message_id")))?;
             return Ok(Some(NormalizedUpdate {
                 external_channel_id: Some(ctx.phone_number_id.clone()),
-                fallback_channel_ids: ctx.fallbacks.clone(),
+                fallback_channel_ids: vec![],
                 thread: thread(vec![]),
                 action: UpdateAction::Delete { idempotency_key: message_key(&original), deleted_at: occurred_at },
             }));
@@ -470,7 +468,7 @@ fn message_update(
 
     Ok(Some(NormalizedUpdate {
         external_channel_id: Some(ctx.phone_number_id.clone()),
-        fallback_channel_ids: ctx.fallbacks.clone(),
+        fallback_channel_ids: vec![],
         thread: ThreadRef {
             key: Some(contact.and_then(|c| non_empty(c.wa_id.as_deref())).unwrap_or_else(|| customer.clone())),
             references,
