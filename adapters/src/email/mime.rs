@@ -66,9 +66,13 @@ struct Walk {
 }
 
 /// The media type of a part, lower-cased, with mail-parser's defaults: `text/plain` without a
-/// `Content-Type`, `message/rfc822` for a part it parsed as a message.
+/// `Content-Type` or for a multipart whose boundary never comes (mail-parser reads it as
+/// text), `message/rfc822` for a part it parsed as a message.
 fn media_type(part: &MessagePart<'_>) -> (String, String) {
     match part.content_type() {
+        Some(ct) if ct.ctype().eq_ignore_ascii_case("multipart") && !part.is_multipart() => {
+            ("text".into(), "plain".into())
+        }
         Some(ct) => (ct.ctype().to_ascii_lowercase(), ct.subtype().unwrap_or_default().to_ascii_lowercase()),
         None if matches!(part.body, PartType::Message(_)) => ("message".into(), "rfc822".into()),
         None => ("text".into(), "plain".into()),
@@ -240,7 +244,8 @@ pub fn extract(message: &Message<'_>, config: &EmailConfig) -> Content {
     content
 }
 
-/// The plain text of the given body parts, HTML converted, joined by blank lines.
+/// The plain text of the given body parts, HTML converted, joined by blank lines, with `\n`
+/// line breaks.
 fn body_text(message: &Message<'_>, ids: &[u32]) -> String {
     let mut out = String::new();
     for id in ids {
@@ -256,7 +261,13 @@ fn body_text(message: &Message<'_>, ids: &[u32]) -> String {
         if !out.is_empty() {
             out.push_str("\n\n");
         }
-        out.push_str(piece.trim_start_matches(['\r', '\n']));
+        // Line breaks as `\n`: mail is written with CRLF, stored text is not.
+        let piece = piece.trim_start_matches(['\r', '\n']);
+        if piece.contains('\r') {
+            out.push_str(&piece.replace("\r\n", "\n").replace('\r', "\n"));
+        } else {
+            out.push_str(piece);
+        }
     }
     out
 }

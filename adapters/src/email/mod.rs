@@ -65,7 +65,7 @@
 //! standard ones (From, To, Date, Subject, Message-ID, Received, Content-Type, …) is not a
 //! message: [`AdapterError::Malformed`]. Anything else is decoded as far as it goes: broken
 //! MIME structure, unknown charsets (decoded as UTF-8, lossily), bad encodings, missing
-//! headers. Decoding never panics and allocates in proportion to the input (parsed parts
+//! headers. Decoding never panics (see [`decode`]) and allocates in proportion to the input (parsed parts
 //! borrow from it or are decoded copies no larger than it); the body size itself is limited
 //! by the worker (`INTAKE_MAX_MESSAGE_BYTES`).
 
@@ -77,6 +77,7 @@ pub mod quote;
 
 use std::borrow::Cow;
 use std::collections::HashSet;
+use std::panic::AssertUnwindSafe;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Duration, NaiveDate, Utc};
@@ -134,13 +135,30 @@ impl EmailAdapter {
 }
 
 /// Pure decode function, exposed for fuzzing.
+///
+/// Never panics: a panic inside the parsers (mail-parser 0.11.9 subtracts with overflow on a
+/// quoted-printable part that ends in a soft line break right before its boundary, which
+/// panics where overflow checks are on, as in debug builds) becomes
+/// [`AdapterError::Malformed`].
 pub fn decode(delivery: &Delivery<'_>, config: &EmailConfig) -> Result<Vec<NormalizedUpdate>, AdapterError> {
+    std::panic::catch_unwind(AssertUnwindSafe(|| decode_unguarded(delivery, config))).unwrap_or_else(|panic| {
+        let reason = panic
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown".into());
+        Err(AdapterError::Malformed(format!("the message could not be parsed (parser failure: {reason})")))
+    })
+}
+
+fn decode_unguarded(delivery: &Delivery<'_>, config: &EmailConfig) -> Result<Vec<NormalizedUpdate>, AdapterError> {
     let raw = strip_mbox_postmark(delivery.body);
     if raw.iter().all(u8::is_ascii_whitespace) {
         return Err(AdapterError::Malformed("not an email: the body is empty".into()));
     }
+    let raw = terminate_header_block(raw);
     let message = MessageParser::new()
-        .parse(raw)
+        .parse(raw.as_ref())
         .filter(|m| !m.parts.is_empty())
         .ok_or_else(|| AdapterError::Malformed("not an email: no header fields found".into()))?;
     if !message.headers().iter().any(|h| !matches!(h.name, HeaderName::Other(_))) {
@@ -208,6 +226,19 @@ fn strip_mbox_postmark(raw: &[u8]) -> &[u8] {
         }
     }
     raw
+}
+
+/// A message cut off inside its header block (no empty line, no final line break) still has
+/// its last header field: mail-parser only takes fields that end with a line break.
+fn terminate_header_block(raw: &[u8]) -> Cow<'_, [u8]> {
+    let has_body = raw.windows(2).any(|w| w == b"\n\n") || raw.windows(3).any(|w| w == b"\n\r\n");
+    if has_body || raw.ends_with(b"\n") {
+        return Cow::Borrowed(raw);
+    }
+    let mut owned = Vec::with_capacity(raw.len() + 2);
+    owned.extend_from_slice(raw);
+    owned.extend_from_slice(b"\r\n");
+    Cow::Owned(owned)
 }
 
 /// A mailbox from an address header.

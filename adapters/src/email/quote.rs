@@ -54,6 +54,7 @@ const ORIGINAL_MESSAGE_MARKERS: &[&str] = &[
     "mensagem original",
     "原始邮件",
     "原始郵件",
+    "邮件原件",
     "元のメッセージ",
     "исходное сообщение",
 ];
