@@ -14,7 +14,8 @@
 //!   key while two different mails do not;
 //! - **body**: the `text/plain` body parts, or the `text/html` ones converted to text by
 //!   [`html2text`] when there is no (non-blank) plain text; the choice of body parts follows
-//!   JMAP (see the `mime` module). The full text is kept; `metadata.previewText` has it
+//!   JMAP (see the `mime` module). The full text is kept, with `\n` line breaks;
+//!   `metadata.previewText` has it, on one line of at most [`PREVIEW_MAX_CHARS`] characters,
 //!   without quoted history and signature (see [`quote`]) for the conversation list;
 //! - **attachments**: every other leaf part, inline images included, with file name, media type,
 //!   decoded size, Content-ID (without `<>`), SHA-256 and `inline` (a `Content-Disposition:
@@ -37,7 +38,7 @@
 //! # Entry point and thread
 //!
 //! The mailbox the mail was sent to is tried in this order, de-duplicated and capped at
-//! [`address::MAX_CANDIDATES`]: the delivery's envelope recipient
+//! [`MAX_CANDIDATES`]: the delivery's envelope recipient
 //! ([`Delivery::external_channel_id`]), every `Delivered-To` (top first), `X-Original-To`,
 //! `To`, `Cc`, and last `From` (so a copy of a mail sent from the mailbox finds it). Addresses
 //! are lower-cased; `support+tag@example.com` is followed by `support@example.com`. The first
@@ -56,8 +57,8 @@
 //! `messageId`, `inReplyTo`, `references`, `from` (`{address, name}`), `to`, `cc`, `replyTo`
 //! (arrays of `{address, name}`, at most [`MAX_LISTED_ADDRESSES`] each), `previewText`,
 //! `hasHtml`, and when they apply `autoReply`, `autoReplyReason`, `ignoredDate`,
-//! `attachmentsTooLarge` and `truncatedParts` (the MIME walk hit its limits: 100 multipart
-//! levels, 1000 parts).
+//! `attachmentsTooLarge` and `truncatedParts` (the MIME walk hit its limits: [`MAX_DEPTH`]
+//! multipart levels, [`MAX_PARTS`] parts).
 //!
 //! # Errors
 //!
@@ -65,15 +66,19 @@
 //! standard ones (From, To, Date, Subject, Message-ID, Received, Content-Type, …) is not a
 //! message: [`AdapterError::Malformed`]. Anything else is decoded as far as it goes: broken
 //! MIME structure, unknown charsets (decoded as UTF-8, lossily), bad encodings, missing
-//! headers. Decoding never panics (see [`decode`]) and allocates in proportion to the input (parsed parts
-//! borrow from it or are decoded copies no larger than it); the body size itself is limited
-//! by the worker (`INTAKE_MAX_MESSAGE_BYTES`).
+//! headers, a header block cut off without its final line break, an mbox `From ` line in front.
+//! Decoding never panics (see [`decode`]) and allocates in proportion to the input (parsed
+//! parts borrow from it or are decoded copies no larger than it); the body size itself is
+//! limited by the worker (`INTAKE_MAX_MESSAGE_BYTES`).
 
 mod address;
 mod auto_reply;
 mod html;
 mod mime;
 pub mod quote;
+
+pub use address::MAX_CANDIDATES;
+pub use mime::{MAX_DEPTH, MAX_PARTS};
 
 use std::borrow::Cow;
 use std::collections::HashSet;
