@@ -1153,7 +1153,7 @@ fn replace_somewhere(value: &mut Value, mut seed: u64, replacement: Value) {
             Value::Array(items) => items.len(),
             _ => 0,
         };
-        if children == 0 || seed % 3 == 0 {
+        if children == 0 || seed.is_multiple_of(3) {
             *node = replacement;
             return;
         }
