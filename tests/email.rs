@@ -352,7 +352,7 @@ async fn a_customer_mail_an_agent_reply_and_the_customers_answer_form_one_thread
         "second.4712@customer.example",
         "Example Support <support@example.com>",
         "Re: Printer on fire",
-        ago(0),
+        ago(-1), // a minute after the test started, so after the agent's reply
         "Thanks, it is out now.\n\nOn Tue, Kim from Support wrote:\n> We are on it.",
         &["first.4711@customer.example", agent_message_id.trim_matches(['<', '>'])],
         false,

@@ -188,7 +188,7 @@ pub struct ThreadRef {
     /// `references` finds one".
     pub key: Option<String>,
     /// Idempotency keys of earlier messages this one answers (email In-Reply-To/References),
-    /// newest last. The first one found in the store picks the conversation.
+    /// oldest first. Of those found in the store, the newest (last) picks the conversation.
     #[serde(default)]
     pub references: Vec<String>,
     /// An intake conversation id the channel carried back to us (e.g. the reply token in
