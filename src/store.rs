@@ -23,6 +23,48 @@ pub async fn connect_and_migrate(database_url: &str, max_connections: u32) -> an
     Ok(pool)
 }
 
+/// [`connect_and_migrate`] for long-running processes (the worker): while PostgreSQL is
+/// unreachable (refused, starting up, shutting down) keep trying with backoff, for at most
+/// `wait`, instead of failing at once. A worker started during a database restart then comes
+/// up when the database does, as it already does for RabbitMQ. Other errors (bad URL,
+/// authentication, a failing migration) fail at once.
+pub async fn connect_and_migrate_patiently(
+    database_url: &str,
+    max_connections: u32,
+    wait: Duration,
+) -> anyhow::Result<PgPool> {
+    let started = std::time::Instant::now();
+    let mut backoff = Duration::from_millis(250);
+    loop {
+        match connect_and_migrate(database_url, max_connections).await {
+            Ok(pool) => return Ok(pool),
+            Err(e) if is_unreachable(&e) && started.elapsed() + backoff < wait => {
+                tracing::warn!(error = %format!("{e:#}"), retry_in = ?backoff, "database unreachable; waiting for it");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// The database is not there (yet): connection refused or reset, timed out, or the server is
+/// starting up or shutting down (SQLSTATE class 57P).
+fn is_unreachable(e: &anyhow::Error) -> bool {
+    fn sqlx_unreachable(e: &sqlx::Error) -> bool {
+        match e {
+            sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut => true,
+            sqlx::Error::Database(db) => db.code().is_some_and(|c| c.starts_with("57P")),
+            _ => false,
+        }
+    }
+    match (e.downcast_ref::<sqlx::Error>(), e.downcast_ref::<sqlx::migrate::MigrateError>()) {
+        (Some(e), _) => sqlx_unreachable(e),
+        (_, Some(sqlx::migrate::MigrateError::Execute(e))) => sqlx_unreachable(e),
+        _ => false,
+    }
+}
+
 pub async fn connect(database_url: &str, max_connections: u32) -> anyhow::Result<PgPool> {
     let options = PgConnectOptions::from_str(database_url)?.log_statements(tracing::log::LevelFilter::Trace);
     let pool = PgPoolOptions::new()
