@@ -11,8 +11,9 @@ use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
 use axum::http::{header, HeaderMap, StatusCode, Uri};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
@@ -92,9 +93,48 @@ pub fn router(state: GatewayState) -> Router {
     let body_limit = state.body_limit;
     Router::new()
         .route("/hooks/{adapter_key}/{external_channel_id}", post(receive).get(meta_verification))
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), refuse_declared_too_large))
         .layer(DefaultBodyLimit::max(body_limit))
         .with_state(state)
 }
+
+/// A body whose declared length is over the limit is refused before any of it is read, so the
+/// client gets its 413 at once (a client that sent `Expect: 100-continue` never uploads it)
+/// instead of a connection cut in the middle of the upload. Bodies without a length are still
+/// cut off at the limit by `DefaultBodyLimit`.
+async fn refuse_declared_too_large(
+    State(state): State<GatewayState>,
+    Path((adapter_key, _)): Path<(String, String)>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if declared.is_some_and(|length| length > state.body_limit as u64) {
+        count(&adapter_label(&state.registry, &adapter_key), "too_large");
+        return too_large().into_response();
+    }
+    next.run(request).await
+}
+
+fn too_large() -> ApiError {
+    ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", "request body is over the size limit")
+}
+
+/// The adapter key as a metrics label: any path segment that is not a registered adapter counts
+/// as `unknown`, so requests to made-up paths cannot add label values (series) without bound.
+fn adapter_label(registry: &AdapterRegistry, adapter_key: &str) -> String {
+    match channel_type_of(registry, adapter_key) {
+        Some(_) => adapter_key.to_owned(),
+        None => "unknown".to_owned(),
+    }
+}
+
+/// Longest AMQP `shortstr` (`content_type`, `message_id`): a longer value cannot be published.
+const MAX_SHORT_STRING: usize = 255;
 
 /// The request as the signature schemes see it.
 struct SignedRequest<'a> {
@@ -170,7 +210,7 @@ async fn entry_points_at(
     external_channel_id: &str,
 ) -> Result<(ChannelType, Vec<GatewayEntryPoint>), ApiError> {
     let channel_type = channel_type_of(&state.registry, adapter_key).ok_or_else(|| {
-        count(adapter_key, "unknown_adapter");
+        count("unknown", "unknown_adapter");
         ApiError::new(StatusCode::NOT_FOUND, "unknown_adapter", format!("no adapter `{adapter_key}`"))
     })?;
     let entry_points: Vec<GatewayEntryPoint> =
@@ -201,8 +241,8 @@ async fn receive(
 ) -> Result<Response, ApiError> {
     let body = body.map_err(|rejection| {
         if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            count(&adapter_key, "too_large");
-            ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", "request body is over the size limit")
+            count(&adapter_label(&state.registry, &adapter_key), "too_large");
+            too_large()
         } else {
             ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", rejection.body_text())
         }
@@ -242,9 +282,13 @@ async fn receive(
     }
 
     let routing_key = format!("{channel_type}.{adapter_key}");
+    // The request's own content type when it can be an AMQP shortstr (a longer one would make
+    // building the message panic), else the channel's usual one.
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|v| !v.is_empty() && v.len() <= MAX_SHORT_STRING)
         .map(str::to_owned)
         .unwrap_or_else(|| envelope::default_content_type(channel_type, &adapter_key).to_owned());
     let message_id = headers

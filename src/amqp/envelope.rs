@@ -31,6 +31,26 @@ pub const DEAD_ID: &str = "x-intake-dead-id";
 pub const DEAD_AT: &str = "x-intake-dead-at";
 pub const REPLAYED: &str = "x-intake-replayed";
 
+/// Longest `x-intake-error` intake writes, in bytes. Errors can quote the payload (an entry
+/// point id, an idempotency key), and every header of a message must fit in one AMQP frame
+/// (RabbitMQ's `frame_max`, 128 KiB by default): a bigger one is a connection error that would
+/// end the session of every consumer, and the message would come back to do it again.
+pub const MAX_ERROR_HEADER_BYTES: usize = 2048;
+
+/// `error` cut to at most [`MAX_ERROR_HEADER_BYTES`] (on a character boundary), saying how much
+/// was left out.
+pub fn clip_error(error: &str) -> std::borrow::Cow<'_, str> {
+    if error.len() <= MAX_ERROR_HEADER_BYTES {
+        return error.into();
+    }
+    let suffix = format!("… ({} bytes in all)", error.len());
+    let mut end = MAX_ERROR_HEADER_BYTES - suffix.len();
+    while !error.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}{suffix}", &error[..end]).into()
+}
+
 /// Split a routing key `<channelType>.<adapterKey>` (a third word, like `.outbound`, is kept).
 pub fn parse_routing_key(routing_key: &str) -> Result<(ChannelType, &str, Option<&str>), String> {
     let mut parts = routing_key.splitn(3, '.');
@@ -71,5 +91,18 @@ mod tests {
         assert!(parse_routing_key("fax.x").is_err());
         assert!(parse_routing_key("chat").is_err());
         assert!(parse_routing_key("chat.").is_err());
+    }
+
+    #[test]
+    fn errors_are_clipped_to_fit_a_header() {
+        assert_eq!(clip_error("no entry point for `shop`"), "no entry point for `shop`");
+        let exact = "x".repeat(MAX_ERROR_HEADER_BYTES);
+        assert_eq!(clip_error(&exact), exact);
+        for long in [format!("no entry point for `{}`", "x".repeat(300 * 1024)), "é".repeat(100_000)] {
+            let clipped = clip_error(&long);
+            assert!(clipped.len() <= MAX_ERROR_HEADER_BYTES, "{}", clipped.len());
+            assert!(clipped.ends_with(&format!("… ({} bytes in all)", long.len())), "{clipped}");
+            assert!(long.starts_with(clipped.split('…').next().unwrap()));
+        }
     }
 }

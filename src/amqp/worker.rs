@@ -370,6 +370,9 @@ async fn settle_batch(
             Plan::Retry { reason, error } => retry_or_dead(shared, publisher, item, reason, error).await?,
             Plan::Dead { reason, error } => dead_letter(shared, publisher, item, reason, error).await?,
             Plan::Skip => {
+                // Debug, not info: Slack reactions and the like are common and harmless.
+                let message_id = item.delivery.properties.message_id().as_ref().map(|m| m.as_str().to_owned());
+                tracing::debug!(adapter = %item.adapter, message_id, "nothing to apply; acked");
                 metrics::counter!("intake_messages_skipped_total", "adapter" => item.adapter.clone()).increment(1)
             }
             Plan::Apply(_) => {}
@@ -670,7 +673,7 @@ async fn retry_or_dead(
     let mut headers = republish_headers(item);
     headers.insert(envelope::ATTEMPT.into(), AMQPValue::LongLongInt(i64::from(item.attempt) + 1));
     headers.insert(envelope::REASON.into(), long_string(reason));
-    headers.insert(envelope::ERROR.into(), long_string(error));
+    headers.insert(envelope::ERROR.into(), long_string(envelope::clip_error(error)));
     let properties = item.delivery.properties.clone().with_headers(headers);
     publisher.publish("", &retry_queue, &item.delivery.data, properties).await?;
     tracing::info!(adapter = %item.adapter, reason, attempt = item.attempt, queue = %retry_queue, "message scheduled for retry");
@@ -689,7 +692,7 @@ async fn dead_letter(
     let mut headers = republish_headers(item);
     let dead_id = hex::encode(rand::random::<[u8; 6]>());
     headers.insert(envelope::REASON.into(), long_string(reason));
-    headers.insert(envelope::ERROR.into(), long_string(error));
+    headers.insert(envelope::ERROR.into(), long_string(envelope::clip_error(error)));
     headers.insert(envelope::ADAPTER.into(), long_string(item.adapter.clone()));
     headers.insert(envelope::ATTEMPT.into(), AMQPValue::LongLongInt(i64::from(item.attempt)));
     headers.insert(envelope::DEAD_ID.into(), long_string(dead_id.clone()));

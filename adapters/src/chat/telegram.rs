@@ -210,6 +210,11 @@ pub fn decode(
 ) -> Result<Vec<NormalizedUpdate>, AdapterError> {
     check_size(body)?;
     let update: Update = parse_json("Telegram", body)?;
+    // Every Bot API `Update` has one; without it this is not Telegram's payload (a misrouted
+    // integration), which must be dead-lettered rather than acked as an event of no interest.
+    if update.update_id.is_none() {
+        return Err(AdapterError::Malformed("not a Telegram update: no `update_id`".into()));
+    }
     if let Some(message) = update.message {
         return Ok(append(message, update.update_id, config)?.into_iter().collect());
     }
@@ -433,8 +438,12 @@ mod tests {
     fn errors_name_the_problem() {
         let err = run(r#"{"update_id":1,"message":{"date":1,"chat":{"id":1}}}"#).unwrap_err();
         assert!(err.to_string().contains("message_id"), "{err}");
-        let err = run(r#"{"message":{"message_id":1,"date":99999999999999,"chat":{"id":1}}}"#).unwrap_err();
+        let err = run(r#"{"update_id":2,"message":{"message_id":1,"date":99999999999999,"chat":{"id":1}}}"#)
+            .unwrap_err();
         assert!(err.to_string().contains("message.date"), "{err}");
+        let err = run(r#"{"message":{"message_id":1,"date":1,"chat":{"id":1}}}"#).unwrap_err();
+        assert!(err.to_string().contains("update_id"), "{err}");
+        assert!(run("{}").is_err(), "an object that is not an Update is not of no interest");
         assert_eq!(run("[]").unwrap_err().reason_code(), "malformed_payload");
         assert!(run(r#"{"update_id":3,"poll":{"id":"x"}}"#).unwrap().is_empty());
     }
