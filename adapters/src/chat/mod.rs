@@ -105,3 +105,20 @@ pub(crate) fn metadata_strings(metadata: &Map<String, Value>, key: &str) -> Vec<
 pub(crate) fn clip(s: &str, max_chars: usize) -> String {
     s.chars().take(max_chars).collect()
 }
+
+/// The provider `decode` functions' shape.
+#[cfg(test)]
+type DecodeFn<C> = fn(&[u8], &crate::Delivery<'_>, &C) -> Result<Vec<crate::NormalizedUpdate>, AdapterError>;
+
+/// Unit tests: decode `body` as a delivery without envelope or headers, received at a fixed time.
+#[cfg(test)]
+fn decode_bare<C>(body: &str, config: &C, decode: DecodeFn<C>) -> Result<Vec<crate::NormalizedUpdate>, AdapterError> {
+    let headers = crate::Headers::new();
+    let delivery = crate::Delivery {
+        body: body.as_bytes(),
+        headers: &headers,
+        external_channel_id: None,
+        received_at: "2026-01-01T00:00:00Z".parse().expect("fixed time"),
+    };
+    decode(body.as_bytes(), &delivery, config)
+}

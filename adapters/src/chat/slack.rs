@@ -403,15 +403,9 @@ fn insert(meta: &mut Map<String, Value>, key: &str, value: Option<&str>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::Headers;
-
-    fn delivery<'a>(body: &'a [u8], headers: &'a Headers) -> Delivery<'a> {
-        Delivery { body, headers, external_channel_id: None, received_at: "2026-01-01T00:00:00Z".parse().unwrap() }
-    }
 
     fn run(body: &str, config: &SlackConfig) -> Result<Vec<NormalizedUpdate>, AdapterError> {
-        let headers = Headers::new();
-        decode(body.as_bytes(), &delivery(body.as_bytes(), &headers), config)
+        crate::chat::decode_bare(body, config, decode)
     }
 
     #[test]

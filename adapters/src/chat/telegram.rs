@@ -412,17 +412,9 @@ pub fn message_key(chat_id: i64, message_id: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::Headers;
 
     fn run(body: &str) -> Result<Vec<NormalizedUpdate>, AdapterError> {
-        let headers = Headers::new();
-        let delivery = Delivery {
-            body: body.as_bytes(),
-            headers: &headers,
-            external_channel_id: None,
-            received_at: "2026-01-01T00:00:00Z".parse().unwrap(),
-        };
-        decode(body.as_bytes(), &delivery, &TelegramConfig::default())
+        crate::chat::decode_bare(body, &TelegramConfig::default(), decode)
     }
 
     #[test]
@@ -438,8 +430,8 @@ mod tests {
     fn errors_name_the_problem() {
         let err = run(r#"{"update_id":1,"message":{"date":1,"chat":{"id":1}}}"#).unwrap_err();
         assert!(err.to_string().contains("message_id"), "{err}");
-        let err = run(r#"{"update_id":2,"message":{"message_id":1,"date":99999999999999,"chat":{"id":1}}}"#)
-            .unwrap_err();
+        let err =
+            run(r#"{"update_id":2,"message":{"message_id":1,"date":99999999999999,"chat":{"id":1}}}"#).unwrap_err();
         assert!(err.to_string().contains("message.date"), "{err}");
         let err = run(r#"{"message":{"message_id":1,"date":1,"chat":{"id":1}}}"#).unwrap_err();
         assert!(err.to_string().contains("update_id"), "{err}");

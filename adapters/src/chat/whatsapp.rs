@@ -631,17 +631,9 @@ pub fn message_key(wamid: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::Headers;
 
     fn run(body: &str) -> Result<Vec<NormalizedUpdate>, AdapterError> {
-        let headers = Headers::new();
-        let delivery = Delivery {
-            body: body.as_bytes(),
-            headers: &headers,
-            external_channel_id: None,
-            received_at: "2026-01-01T00:00:00Z".parse().unwrap(),
-        };
-        decode(body.as_bytes(), &delivery, &WhatsAppConfig::default())
+        crate::chat::decode_bare(body, &WhatsAppConfig::default(), decode)
     }
 
     fn wrap(value: &str) -> String {
