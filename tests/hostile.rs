@@ -434,14 +434,15 @@ fn hostile_cases() -> Vec<Case> {
         )
         .content_type("application/json"),
     );
-    cases.push(
-        chat("Slack JSON on chat.telegram", "chat.telegram", fixture("chat", "slack_message.json"), Dead("malformed_payload"))
-    );
+    cases.push(chat(
+        "Slack JSON on chat.telegram",
+        "chat.telegram",
+        fixture("chat", "slack_message.json"),
+        Dead("malformed_payload"),
+    ));
     cases.push(chat("{} on chat.slack", "chat.slack", b"{}".to_vec(), Dead("malformed_payload")));
     cases.push(chat("{} on chat.whatsapp", "chat.whatsapp", b"{}".to_vec(), Dead("malformed_payload")));
-    cases.push(
-        chat("{} on chat.telegram", "chat.telegram", b"{}".to_vec(), Dead("malformed_payload"))
-    );
+    cases.push(chat("{} on chat.telegram", "chat.telegram", b"{}".to_vec(), Dead("malformed_payload")));
     cases.push(
         chat(
             "valid Slack message sent as text/plain",
