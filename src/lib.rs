@@ -2,6 +2,7 @@
 
 pub mod amqp;
 pub mod attachments;
+pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod gateway;

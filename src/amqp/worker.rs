@@ -35,6 +35,10 @@ use crate::smtp::{self, Mailer, SendError, SendJob};
 use crate::store::{self, ResolveError, ResolvedEntryPoint};
 use crate::update::{self, Effect, MessageExtras, Target, UpdateError, UpdateRequest};
 
+/// Most batches one consumer applies at once (each in its own transaction); the prefetch must
+/// cover them (`prefetch / batch_size`, at least one).
+const MAX_BATCHES_IN_FLIGHT: usize = 2;
+
 /// Tuning of the consumer.
 #[derive(Debug, Clone)]
 pub struct WorkerSettings {
@@ -223,37 +227,80 @@ async fn consume_queue(
         .basic_consume(queue.as_str().into(), "".into(), BasicConsumeOptions::default(), FieldTable::default())
         .await?;
     let consumer_tag = consumer.tag();
+    // Up to `max_in_flight` batches are applied at once (each in its own transaction), so the
+    // next batch is planned and applied while the previous one commits; acks still go out in
+    // delivery order. The outbound queue sends one batch at a time.
+    let max_in_flight = match kind {
+        QueueKind::Inbound => (usize::from(settings.prefetch) / settings.batch_size).clamp(1, MAX_BATCHES_IN_FLIGHT),
+        QueueKind::OutboundEmail => 1,
+    };
+    let mut in_flight = futures_util::stream::FuturesOrdered::new();
+    let mut pending: Vec<Delivery> = Vec::with_capacity(settings.batch_size);
+    let mut deadline: Option<tokio::time::Instant> = None;
+    let mut stopping = false;
     loop {
-        let first = tokio::select! {
-            biased;
-            _ = shared.shutdown.cancelled() => break,
-            next = consumer.next() => next,
-        };
-        let first = match first {
-            Some(d) => d?,
-            None => anyhow::bail!("consumer on `{queue}` was cancelled by the broker"),
-        };
-        let mut batch = vec![first];
-        let deadline = tokio::time::Instant::now() + settings.batch_wait;
-        while batch.len() < settings.batch_size {
-            match tokio::time::timeout_at(deadline, consumer.next()).await {
-                Ok(Some(Ok(d))) => batch.push(d),
-                Ok(Some(Err(e))) => return Err(e.into()),
-                Ok(None) | Err(_) => break,
-            }
+        let room = in_flight.len() < max_in_flight;
+        if room && !pending.is_empty() && (pending.len() >= settings.batch_size || stopping) {
+            let batch = std::mem::replace(&mut pending, Vec::with_capacity(settings.batch_size));
+            deadline = None;
+            in_flight.push_back(run_batch(&shared, &queue, kind, &publisher, batch));
+            continue;
         }
-        let finished = match kind {
-            QueueKind::Inbound => process_batch(&shared, &queue, &channel, &publisher, batch).await?,
-            QueueKind::OutboundEmail => process_outbound(&shared, &queue, &channel, &publisher, batch).await?,
-        };
-        if !finished {
-            break; // shutdown while the database was down: leave the batch unacked
+        if stopping && in_flight.is_empty() {
+            break;
+        }
+        let wait_until = deadline.unwrap_or_else(tokio::time::Instant::now);
+        tokio::select! {
+            biased;
+            _ = shared.shutdown.cancelled(), if !stopping => {
+                // Finish what is in hand (including a batch being filled), take nothing new.
+                stopping = true;
+            }
+            Some(done) = in_flight.next() => {
+                let (finished, last_tag) = done?;
+                if !finished {
+                    break; // shutdown while the database was down: leave this and later batches unacked
+                }
+                // Every earlier batch is acked already: this settles exactly this batch.
+                channel.basic_ack(last_tag, BasicAckOptions { multiple: true }).await?;
+            }
+            _ = tokio::time::sleep_until(wait_until), if deadline.is_some() && room => {
+                let batch = std::mem::replace(&mut pending, Vec::with_capacity(settings.batch_size));
+                deadline = None;
+                in_flight.push_back(run_batch(&shared, &queue, kind, &publisher, batch));
+            }
+            next = consumer.next(), if !stopping && pending.len() < settings.batch_size => {
+                match next {
+                    Some(d) => pending.push(d?),
+                    None => anyhow::bail!("consumer on `{queue}` was cancelled by the broker"),
+                }
+                if pending.len() == 1 {
+                    deadline = Some(tokio::time::Instant::now() + settings.batch_wait);
+                }
+            }
         }
     }
     // Graceful stop: no new deliveries; prefetched ones are requeued when the channel closes.
     let _ = channel.basic_cancel(consumer_tag, BasicCancelOptions::default()).await;
     tracing::info!(%queue, "consumer stopped");
     Ok(())
+}
+
+/// Apply one batch (without acking it); `(false, _)` means shutdown came while the work could
+/// not be finished. Returns the batch's last delivery tag for the in-order ack.
+async fn run_batch(
+    shared: &Shared,
+    queue: &str,
+    kind: QueueKind,
+    publisher: &ConfirmedPublisher,
+    batch: Vec<Delivery>,
+) -> anyhow::Result<(bool, u64)> {
+    let last_tag = batch.last().expect("non-empty batch").delivery_tag;
+    let finished = match kind {
+        QueueKind::Inbound => process_batch(shared, queue, publisher, batch).await?,
+        QueueKind::OutboundEmail => process_outbound(shared, queue, publisher, batch).await?,
+    };
+    Ok((finished, last_tag))
 }
 
 /// Everything about a delivery the worker needs after planning.
@@ -278,16 +325,14 @@ impl Inflight {
     }
 }
 
-/// Plan, apply and ack one batch. `Ok(false)` means shutdown came while the work could not be
+/// Plan, apply and settle one batch (the caller acks it). `Ok(false)` means shutdown came while the work could not be
 /// finished (it stays unacked and will be redelivered).
 async fn process_batch(
     shared: &Shared,
     queue: &str,
-    channel: &Channel,
     publisher: &ConfirmedPublisher,
     batch: Vec<Delivery>,
 ) -> anyhow::Result<bool> {
-    let last_tag = batch.last().expect("non-empty batch").delivery_tag;
     metrics::histogram!("intake_batch_size").record(batch.len() as f64);
     let mut inflight: Vec<Inflight> = batch.into_iter().map(|d| Inflight::new(d, queue)).collect();
     // Planning reads entry points: retry it while the database is unreachable.
@@ -352,19 +397,13 @@ async fn process_batch(
         }
     }
 
-    settle_batch(shared, channel, publisher, &inflight, last_tag).await?;
+    settle_batch(shared, publisher, &inflight).await?;
     Ok(true)
 }
 
-/// Republish what goes to a retry queue or the dead queue (confirmed), then ack the whole
-/// batch at once: every earlier tag on this channel is settled.
-async fn settle_batch(
-    shared: &Shared,
-    channel: &Channel,
-    publisher: &ConfirmedPublisher,
-    inflight: &[Inflight],
-    last_tag: u64,
-) -> anyhow::Result<()> {
+/// Republish what goes to a retry queue or the dead queue (confirmed); the caller then acks
+/// the whole batch at once, in delivery order.
+async fn settle_batch(shared: &Shared, publisher: &ConfirmedPublisher, inflight: &[Inflight]) -> anyhow::Result<()> {
     for item in inflight {
         match &item.plan {
             Plan::Retry { reason, error } => retry_or_dead(shared, publisher, item, reason, error).await?,
@@ -378,7 +417,6 @@ async fn settle_batch(
             Plan::Apply(_) => {}
         }
     }
-    channel.basic_ack(last_tag, BasicAckOptions { multiple: true }).await?;
     Ok(())
 }
 
@@ -387,12 +425,10 @@ async fn settle_batch(
 async fn process_outbound(
     shared: &Shared,
     queue: &str,
-    channel: &Channel,
     publisher: &ConfirmedPublisher,
     batch: Vec<Delivery>,
 ) -> anyhow::Result<bool> {
     let mailer = shared.settings.mailer.as_ref().expect("outbound queue is consumed only with a mailer");
-    let last_tag = batch.last().expect("non-empty batch").delivery_tag;
     let mut inflight: Vec<Inflight> = batch.into_iter().map(|d| Inflight::new(d, queue)).collect();
     for item in &mut inflight {
         let job: SendJob = match serde_json::from_slice(&item.delivery.data) {
@@ -432,7 +468,7 @@ async fn process_outbound(
             }
         };
     }
-    settle_batch(shared, channel, publisher, &inflight, last_tag).await?;
+    settle_batch(shared, publisher, &inflight).await?;
     Ok(true)
 }
 
