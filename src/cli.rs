@@ -61,6 +61,12 @@ pub enum Command {
     /// Manage API tokens.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Benchmark against the local RabbitMQ and PostgreSQL: broker-only and naive baselines,
+    /// the real worker (throughput, publish→commit latency, CPU per process), and sweeps over
+    /// worker counts and batch sizes, on its own queues and database. `intake bench --help`
+    /// explains the method.
+    #[command(long_about = crate::bench::LONG_ABOUT)]
+    Bench(crate::bench::BenchArgs),
 }
 
 #[derive(Debug, Args)]
@@ -270,11 +276,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Worker(args) => run_worker(db, args).await,
         Command::Publish(args) => publish(args).await,
         Command::Dlq(command) => run_dlq(command).await,
+        Command::Bench(args) => crate::bench::run(&db.database_url, args).await,
     }
 }
 
 async fn run_worker(db: &DatabaseArgs, args: WorkerArgs) -> anyhow::Result<()> {
-    let pool = store::connect_and_migrate(&db.database_url, db.db_max_connections).await?;
+    // Like the broker connection, wait for a database that is down or restarting.
+    let pool = store::connect_and_migrate_patiently(&db.database_url, db.db_max_connections, Duration::MAX).await?;
     let mut settings = WorkerSettings::new(Topology::from(&args.amqp));
     settings.prefetch = args.prefetch;
     settings.batch_size = args.batch_size;
