@@ -450,15 +450,11 @@ impl Bench {
         Ok(sqlx::query_scalar("SELECT count(*) FROM messages").fetch_one(&self.pool).await?)
     }
 
-    async fn run_broker_only(&mut self, n: usize) -> anyhow::Result<RunResult> {
-        self.say(format!("[broker-only] publishing {n}…"));
-        let (_, bodies) = self.payloads(n);
-        let publish_secs = self.publish_backlog(bodies).await?;
-        self.say(format!("[broker-only] consuming {n} with an ack-only consumer…"));
-        let before = CpuSnapshot::take(&self.db_name, &[]);
+    /// A consumer of the bench queue on a channel of its own, with the worker's default prefetch.
+    async fn consume_backlog(&self) -> anyhow::Result<(Channel, lapin::Consumer)> {
         let channel = self.connection.create_channel().await?;
         channel.basic_qos(DEFAULT_PREFETCH, BasicQosOptions::default()).await?;
-        let mut consumer = channel
+        let consumer = channel
             .basic_consume(
                 self.queue().as_str().into(),
                 "".into(),
@@ -466,6 +462,16 @@ impl Bench {
                 FieldTable::default(),
             )
             .await?;
+        Ok((channel, consumer))
+    }
+
+    async fn run_broker_only(&mut self, n: usize) -> anyhow::Result<RunResult> {
+        self.say(format!("[broker-only] publishing {n}…"));
+        let (_, bodies) = self.payloads(n);
+        let publish_secs = self.publish_backlog(bodies).await?;
+        self.say(format!("[broker-only] consuming {n} with an ack-only consumer…"));
+        let before = CpuSnapshot::take(&self.db_name, &[]);
+        let (channel, mut consumer) = self.consume_backlog().await?;
         let mut first = None;
         let mut seen = 0;
         while seen < n {
@@ -503,16 +509,7 @@ impl Bench {
         let adapter = registry.get(ChannelType::Webhook, "webhook").expect("webhook adapter");
         let pool = store::connect(&self.db_url, 1).await?;
         let before = CpuSnapshot::take(&self.db_name, &[]);
-        let channel = self.connection.create_channel().await?;
-        channel.basic_qos(DEFAULT_PREFETCH, BasicQosOptions::default()).await?;
-        let mut consumer = channel
-            .basic_consume(
-                self.queue().as_str().into(),
-                "".into(),
-                BasicConsumeOptions::default(),
-                FieldTable::default(),
-            )
-            .await?;
+        let (channel, mut consumer) = self.consume_backlog().await?;
         let mut entry_points: HashMap<String, store::ResolvedEntryPoint> = HashMap::new();
         let mut first = None;
         let mut seen = 0;
