@@ -139,20 +139,45 @@ fn parse_body<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> Resul
             ApiError::bad_request(rejection.body_text())
         }
     })?;
-    let mut de = serde_json::Deserializer::from_slice(&bytes);
-    let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+    let json: serde_json::Value =
+        serde_json::from_slice(&bytes).map_err(|e| ApiError::bad_request(format!("body: not valid JSON: {e}")))?;
+    if let Some(path) = nul_path(&json) {
+        return Err(ApiError::bad_request(format!("{path}: contains U+0000, which cannot be stored")));
+    }
+    serde_path_to_error::deserialize(json).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
-        if inner.is_syntax() || inner.is_eof() {
-            ApiError::bad_request(format!("body: not valid JSON: {inner}"))
-        } else if path == "." || path.is_empty() {
+        if path == "." || path.is_empty() {
             ApiError::bad_request(format!("body: {inner}"))
         } else {
             ApiError::bad_request(format!("{path}: {inner}"))
         }
-    })?;
-    de.end().map_err(|e| ApiError::bad_request(format!("body: {e}")))?;
-    Ok(value)
+    })
+}
+
+/// Where the first string or key holding U+0000 is (PostgreSQL's text and jsonb cannot hold
+/// it), as a path like `message.metadata.note`.
+fn nul_path(value: &serde_json::Value) -> Option<String> {
+    let mut stack = vec![(value, String::new())];
+    while let Some((value, path)) = stack.pop() {
+        let join = |key: &str| if path.is_empty() { key.to_owned() } else { format!("{path}.{key}") };
+        match value {
+            serde_json::Value::String(s) if s.contains('\0') => {
+                return Some(if path.is_empty() { "body".into() } else { path })
+            }
+            serde_json::Value::Array(items) => {
+                stack.extend(items.iter().enumerate().map(|(i, v)| (v, format!("{path}[{i}]"))))
+            }
+            serde_json::Value::Object(map) => {
+                if let Some(key) = map.keys().find(|k| k.contains('\0')) {
+                    return Some(join(&key.replace('\0', "\\u0000")));
+                }
+                stack.extend(map.iter().map(|(k, v)| (v, join(k))));
+            }
+            _ => {}
+        }
+    }
+    None
 }
 
 // ---------- auth ----------

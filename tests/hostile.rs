@@ -287,9 +287,9 @@ fn hostile_cases() -> Vec<Case> {
     bad_utf8.extend_from_slice(b"invalid \xc0\xaf utf-8 \xed\xa0\x80 in the body\r\n");
     cases.push(mail("invalid UTF-8 in headers and body", bad_utf8, Applied));
     cases.push(mail(
-        "NUL bytes in Subject and body",
+        "NUL bytes in Subject and body (stored as U+FFFD)",
         simple_email("nul@hostile.test", "a\0b", "before\0after\n"),
-        Dead("database_rejected"),
+        Applied,
     ));
     cases.push(mail(
         "SQL-looking strings in every field",
@@ -392,10 +392,10 @@ fn hostile_cases() -> Vec<Case> {
         Applied,
     ));
     cases.push(chat(
-        "NUL in text (\\u0000)",
+        "NUL in text (\\u0000, stored as U+FFFD)",
         "chat.slack",
         slack("1764100000.000100", HOSTILE_SLACK, "U0NUL", "Nul", "a\u{0}b"),
-        Dead("database_rejected"),
+        Applied,
     ));
     let mut raw_nul = slack("1764100001.000100", HOSTILE_SLACK, "U0NUL", "Nul", "aXb");
     let x = raw_nul.windows(3).position(|w| w == b"aXb").unwrap() + 1;
@@ -483,9 +483,9 @@ fn hostile_cases() -> Vec<Case> {
     .unwrap();
     cases.push(hook("SQL-looking strings in every field (and the entry point id)", sql_everything, Applied));
     cases.push(hook(
-        "NUL in body (\\u0000)",
+        "NUL in body (\\u0000, stored as U+FFFD)",
         br#"{"id":"nul-1","direction":"inbound","body":"a\u0000b"}"#.to_vec(),
-        Dead("database_rejected"),
+        Applied,
     ));
     cases.push(hook(
         "raw NUL byte in JSON",

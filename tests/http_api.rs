@@ -274,6 +274,13 @@ async fn every_error_code() {
     check(s, &b, StatusCode::BAD_REQUEST, "invalid_request", "colour");
     let (s, b) = api.call(Method::PATCH, &path, Some(TOKEN), Some(json!({}))).await;
     check(s, &b, StatusCode::BAD_REQUEST, "invalid_request", "nothing to update");
+    // PostgreSQL cannot store U+0000: refused, naming where it is.
+    let nul =
+        json!({"message": {"id": "n", "direction": "inbound", "body": "x", "metadata": {"note": ["ok", "a\u{0}b"]}}});
+    let (s, b) = api.call(Method::PATCH, &path, Some(TOKEN), Some(nul)).await;
+    check(s, &b, StatusCode::BAD_REQUEST, "invalid_request", "message.metadata.note[1]");
+    let (s, b) = api.call(Method::PATCH, &path, Some(TOKEN), Some(json!({"subject": "a\u{0}"}))).await;
+    check(s, &b, StatusCode::BAD_REQUEST, "invalid_request", "subject: contains U+0000");
     let (s, b) = api
         .call(
             Method::PATCH,

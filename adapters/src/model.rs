@@ -226,6 +226,69 @@ impl NormalizedUpdate {
         candidates
     }
 
+    /// Replace every U+0000 in the update's text with U+FFFD. PostgreSQL's `text` and `jsonb`
+    /// cannot hold U+0000, and a NUL that slipped into a mail or a chat payload should not cost
+    /// the whole message. Returns whether anything was replaced.
+    pub fn replace_nul(&mut self) -> bool {
+        let mut replaced = false;
+        let mut fix = |s: &mut String| {
+            if s.contains('\0') {
+                *s = s.replace('\0', "\u{FFFD}");
+                replaced = true;
+            }
+        };
+        for s in self.external_channel_id.iter_mut().chain(&mut self.fallback_channel_ids) {
+            fix(s);
+        }
+        for s in
+            self.thread.key.iter_mut().chain(&mut self.thread.references).chain(&mut self.thread.conversation_id_hint)
+        {
+            fix(s);
+        }
+        match &mut self.action {
+            UpdateAction::Append(m) => {
+                for s in [&mut m.idempotency_key, &mut m.body].into_iter().chain(&mut m.subject) {
+                    fix(s);
+                }
+                let sender = &mut m.sender;
+                for s in sender
+                    .id
+                    .iter_mut()
+                    .chain(&mut sender.display_name)
+                    .chain(&mut sender.primary_email)
+                    .chain(&mut sender.profile_image_url)
+                {
+                    fix(s);
+                }
+                for a in &mut m.attachments {
+                    for s in a
+                        .filename
+                        .iter_mut()
+                        .chain(&mut a.content_type)
+                        .chain(&mut a.content_id)
+                        .chain(&mut a.sha256)
+                        .chain(&mut a.url)
+                        .chain(&mut a.storage_key)
+                    {
+                        fix(s);
+                    }
+                }
+                replace_nul_in_map(&mut m.metadata, &mut fix);
+            }
+            UpdateAction::Edit { idempotency_key, body, .. } => {
+                fix(idempotency_key);
+                fix(body);
+            }
+            UpdateAction::Delete { idempotency_key, .. } => fix(idempotency_key),
+            UpdateAction::Status { idempotency_key, status, detail, .. } => {
+                for s in [idempotency_key, status].into_iter().chain(detail) {
+                    fix(s);
+                }
+            }
+        }
+        replaced
+    }
+
     /// The idempotency key of the message this update appends or touches.
     pub fn idempotency_key(&self) -> &str {
         match &self.action {
@@ -233,6 +296,40 @@ impl NormalizedUpdate {
             UpdateAction::Edit { idempotency_key, .. }
             | UpdateAction::Delete { idempotency_key, .. }
             | UpdateAction::Status { idempotency_key, .. } => idempotency_key,
+        }
+    }
+}
+
+fn replace_nul_in_map(map: &mut serde_json::Map<String, serde_json::Value>, fix: &mut impl FnMut(&mut String)) {
+    if map.keys().any(|k| k.contains('\0')) {
+        *map = std::mem::take(map)
+            .into_iter()
+            .map(|(mut k, v)| {
+                fix(&mut k);
+                (k, v)
+            })
+            .collect();
+    }
+    for value in map.values_mut() {
+        replace_nul_in_value(value, fix);
+    }
+}
+
+fn replace_nul_in_value(value: &mut serde_json::Value, fix: &mut impl FnMut(&mut String)) {
+    // Iterative, so a deeply nested metadata value cannot overflow the stack.
+    let mut stack = vec![value];
+    while let Some(value) = stack.pop() {
+        match value {
+            serde_json::Value::String(s) => fix(s),
+            serde_json::Value::Array(items) => stack.extend(items.iter_mut()),
+            serde_json::Value::Object(map) => {
+                if map.keys().any(|k| k.contains('\0')) {
+                    replace_nul_in_map(map, fix);
+                } else {
+                    stack.extend(map.values_mut());
+                }
+            }
+            _ => {}
         }
     }
 }
@@ -275,6 +372,33 @@ pub fn preview_of(body: &str, max_chars: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn nul_characters_are_replaced_everywhere() {
+        let mut metadata = serde_json::Map::new();
+        metadata.insert("k\0".into(), serde_json::json!({"deep": ["a\0", {"x\0": "b\0"}]}));
+        let mut update = NormalizedUpdate {
+            external_channel_id: Some("c\0".into()),
+            fallback_channel_ids: vec![],
+            thread: ThreadRef { key: Some("t\0".into()), ..Default::default() },
+            action: UpdateAction::Append(NormalizedMessage {
+                idempotency_key: "id\0".into(),
+                direction: Direction::Inbound,
+                sender: Sender { display_name: Some("Ada\0".into()), ..Default::default() },
+                subject: Some("s\0".into()),
+                body: "a\0b".into(),
+                attachments: vec![Attachment { filename: Some("f\0.txt".into()), ..Default::default() }],
+                occurred_at: Utc::now(),
+                is_auto_reply: false,
+                metadata,
+            }),
+        };
+        assert!(update.replace_nul());
+        let text = serde_json::to_string(&update).unwrap();
+        assert!(!text.contains("\\u0000"), "{text}");
+        assert_eq!(text.matches('\u{FFFD}').count(), 11, "{text}");
+        assert!(!update.replace_nul(), "nothing left to replace");
+    }
 
     #[test]
     fn preview_collapses_whitespace_and_cuts_on_words() {

@@ -603,6 +603,9 @@ async fn plan(shared: &Shared, delivery: &Delivery) -> Result<Plan, Transient> {
     }
     let mut requests = Vec::with_capacity(updates.len());
     for mut update in updates {
+        if update.replace_nul() {
+            tracing::debug!(key = update.idempotency_key(), "U+0000 replaced by U+FFFD (PostgreSQL cannot store it)");
+        }
         let candidates: Vec<String> =
             update.channel_id_candidates(envelope_external.as_deref()).into_iter().map(str::to_owned).collect();
         if candidates.is_empty() {
