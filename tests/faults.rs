@@ -577,20 +577,10 @@ impl Worker {
 }
 
 fn spawn_worker(db_url: &str, t: &Topology) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_intake"))
-        .arg("worker")
-        .env("DATABASE_URL", db_url)
+    worker_command(db_url, t)
         .env("INTAKE_DB_MAX_CONNECTIONS", "4")
-        .env("AMQP_URL", AMQP_URL)
-        .env("INTAKE_EXCHANGE", &t.exchange)
-        .env("INTAKE_QUEUE_PREFIX", &t.queue_prefix)
-        .env("INTAKE_DEAD_QUEUE", &t.dead_queue)
-        .env("INTAKE_RETRY_DELAYS", "200ms,400ms")
         .env("INTAKE_BATCH_SIZE", "20")
         .env("RUST_LOG", "warn,intake::amqp::worker=error")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
         .spawn()
         .expect("start intake worker")
 }

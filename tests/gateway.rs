@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -12,14 +11,9 @@ use common::*;
 use hmac::{Hmac, Mac};
 use intake::adapters::signature::sign_standard_webhooks;
 use intake::adapters::{AdapterRegistry, ChannelType};
-use intake::amqp::publish::LazyPublisher;
-use intake::gateway::{self, GatewayState};
 use intake::store;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-
-const WHSEC: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
-const SLACK_SECRET: &str = "8f742231b10e8888abcd99yyyzzz85a5";
 
 struct Setup {
     db: TestDb,
@@ -31,19 +25,7 @@ struct Setup {
 async fn setup() -> Setup {
     let db = TestDb::new().await;
     let broker = TestBroker::new().await;
-    let publisher = Arc::new(LazyPublisher::new(AMQP_URL).declaring(broker.topology.clone()));
-    let router = gateway::router(GatewayState {
-        pool: db.pool.clone(),
-        publisher,
-        exchange: broker.topology.exchange.clone(),
-        registry: AdapterRegistry::with_defaults(),
-        public_url: Some("https://hooks.example.com".into()),
-        tolerance_secs: 300,
-        body_limit: 64 * 1024,
-    });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(intake::http::serve_router(listener, router, std::future::pending()));
+    let url = spawn_gateway(db.pool.clone(), &broker.topology, 64 * 1024).await;
     Setup { db, broker, url, http: reqwest::Client::new() }
 }
 

@@ -18,19 +18,16 @@ mod common;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
 use hmac::{Hmac, Mac};
 use intake::adapters::signature::sign_standard_webhooks;
 use intake::adapters::{AdapterRegistry, ChannelType, Delivery, Headers, NormalizedUpdate, UpdateAction};
-use intake::amqp::publish::LazyPublisher;
 use intake::amqp::publish::{new_message_properties, PublishError};
 use lapin::types::{AMQPValue, FieldTable};
 use serde_json::json;
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 
 const SQL: &str = "'; DROP TABLE messages; --";
 const MIB: usize = 1024 * 1024;
@@ -574,21 +571,11 @@ fn free_port() -> u16 {
 }
 
 fn spawn_worker(db: &TestDb, broker: &TestBroker, http_addr: &str, log: &Path) -> Child {
-    let t = &broker.topology;
-    Command::new(env!("CARGO_BIN_EXE_intake"))
-        .args(["worker", "--with-api"])
-        .env("DATABASE_URL", &db.url)
-        .env("AMQP_URL", AMQP_URL)
-        .env("INTAKE_EXCHANGE", &t.exchange)
-        .env("INTAKE_QUEUE_PREFIX", &t.queue_prefix)
-        .env("INTAKE_DEAD_QUEUE", &t.dead_queue)
-        .env("INTAKE_RETRY_DELAYS", "200ms,400ms")
+    worker_command(&db.url, &broker.topology)
+        .arg("--with-api")
         .env("INTAKE_HTTP_ADDR", http_addr)
         .env_remove("INTAKE_MAX_MESSAGE_BYTES") // the default 25 MiB
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
         .stderr(std::fs::File::create(log).unwrap())
-        .kill_on_drop(true)
         .spawn()
         .expect("start intake worker")
 }
@@ -1043,9 +1030,6 @@ async fn an_error_quoting_a_huge_value_is_dead_lettered_and_does_not_wedge_the_w
 // the webhook gateway
 // ---------------------------------------------------------------------------------------------
 
-const WHSEC: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
-const SLACK_SECRET: &str = "8f742231b10e8888abcd99yyyzzz85a5";
-
 struct Gateway {
     db: TestDb,
     broker: TestBroker,
@@ -1057,19 +1041,7 @@ impl Gateway {
     async fn start() -> Self {
         let db = TestDb::new().await;
         let broker = TestBroker::new().await;
-        let publisher = Arc::new(LazyPublisher::new(AMQP_URL).declaring(broker.topology.clone()));
-        let router = intake::gateway::router(intake::gateway::GatewayState {
-            pool: db.pool.clone(),
-            publisher,
-            exchange: broker.topology.exchange.clone(),
-            registry: AdapterRegistry::with_defaults(),
-            public_url: Some("https://hooks.example.com".into()),
-            tolerance_secs: 300,
-            body_limit: MIB, // the default INTAKE_GATEWAY_BODY_LIMIT
-        });
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        tokio::spawn(intake::http::serve_router(listener, router, std::future::pending()));
+        let url = spawn_gateway(db.pool.clone(), &broker.topology, MIB).await; // the default INTAKE_GATEWAY_BODY_LIMIT
         for (channel, adapter, external, secret) in [
             (ChannelType::Webhook, "webhook", HOSTILE_SHOP, WHSEC),
             (ChannelType::Webhook, "webhook", SQL_SHOP, WHSEC),

@@ -3,31 +3,15 @@
 
 mod common;
 
-use std::process::Stdio;
 use std::time::Duration;
 
 use common::*;
 use intake::adapters::ChannelType;
 use serde_json::json;
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 
 fn spawn_worker(db: &TestDb, broker: &TestBroker) -> Child {
-    let t = &broker.topology;
-    Command::new(env!("CARGO_BIN_EXE_intake"))
-        .arg("worker")
-        .env("DATABASE_URL", &db.url)
-        .env("AMQP_URL", AMQP_URL)
-        .env("INTAKE_EXCHANGE", &t.exchange)
-        .env("INTAKE_QUEUE_PREFIX", &t.queue_prefix)
-        .env("INTAKE_DEAD_QUEUE", &t.dead_queue)
-        .env("INTAKE_RETRY_DELAYS", "200ms,400ms")
-        .env("INTAKE_BATCH_SIZE", "25")
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start intake worker")
+    worker_command(&db.url, &broker.topology).env("INTAKE_BATCH_SIZE", "25").spawn().expect("start intake worker")
 }
 
 fn body(i: usize) -> Vec<u8> {

@@ -239,3 +239,45 @@ pub async fn start_worker_with(
     let handle = tokio::spawn(intake::amqp::worker::run(pool, registry, AMQP_URL.into(), settings, stop.clone()));
     RunningWorker { stop, handle }
 }
+
+/// Standard Webhooks secret of the spec's examples, and a Slack signing secret, for gateway tests.
+pub const WHSEC: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+pub const SLACK_SECRET: &str = "8f742231b10e8888abcd99yyyzzz85a5";
+
+/// The real `intake worker` binary on a test's database and queues, with short retry delays and
+/// warn-level logs to stderr; callers add their own settings and spawn it.
+pub fn worker_command(db_url: &str, topology: &intake::amqp::topology::Topology) -> tokio::process::Command {
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_intake"));
+    command
+        .arg("worker")
+        .env("DATABASE_URL", db_url)
+        .env("AMQP_URL", AMQP_URL)
+        .env("INTAKE_EXCHANGE", &topology.exchange)
+        .env("INTAKE_QUEUE_PREFIX", &topology.queue_prefix)
+        .env("INTAKE_DEAD_QUEUE", &topology.dead_queue)
+        .env("INTAKE_RETRY_DELAYS", "200ms,400ms")
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::inherit())
+        .kill_on_drop(true);
+    command
+}
+
+/// The webhook gateway on a free loopback port, publishing to `topology`; returns its base URL.
+pub async fn spawn_gateway(pool: PgPool, topology: &intake::amqp::topology::Topology, body_limit: usize) -> String {
+    let publisher =
+        std::sync::Arc::new(intake::amqp::publish::LazyPublisher::new(AMQP_URL).declaring(topology.clone()));
+    let router = intake::gateway::router(intake::gateway::GatewayState {
+        pool,
+        publisher,
+        exchange: topology.exchange.clone(),
+        registry: intake::adapters::AdapterRegistry::with_defaults(),
+        public_url: Some("https://hooks.example.com".into()),
+        tolerance_secs: 300,
+        body_limit,
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(intake::http::serve_router(listener, router, std::future::pending()));
+    url
+}
