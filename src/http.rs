@@ -141,7 +141,7 @@ fn parse_body<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> Resul
     })?;
     let json: serde_json::Value =
         serde_json::from_slice(&bytes).map_err(|e| ApiError::bad_request(format!("body: not valid JSON: {e}")))?;
-    if let Some(path) = nul_path(&json) {
+    if let Some(path) = nul_path(&bytes, &json) {
         return Err(ApiError::bad_request(format!("{path}: contains U+0000, which cannot be stored")));
     }
     serde_path_to_error::deserialize(json).map_err(|e| {
@@ -156,28 +156,44 @@ fn parse_body<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> Resul
 }
 
 /// Where the first string or key holding U+0000 is (PostgreSQL's text and jsonb cannot hold
-/// it), as a path like `message.metadata.note`.
-fn nul_path(value: &serde_json::Value) -> Option<String> {
-    let mut stack = vec![(value, String::new())];
-    while let Some((value, path)) = stack.pop() {
-        let join = |key: &str| if path.is_empty() { key.to_owned() } else { format!("{path}.{key}") };
+/// it), as a path like `message.metadata.note[1]`. In JSON text a NUL can only be the escape
+/// `\u0000`, so bodies without one are not walked at all.
+fn nul_path(raw: &[u8], value: &serde_json::Value) -> Option<String> {
+    if !raw.windows(6).any(|w| w.eq_ignore_ascii_case(b"\\u0000")) {
+        return None;
+    }
+    // Depth-first with one shared path (serde_json limits nesting to 128 levels).
+    fn walk(value: &serde_json::Value, path: &mut Vec<String>) -> bool {
         match value {
-            serde_json::Value::String(s) if s.contains('\0') => {
-                return Some(if path.is_empty() { "body".into() } else { path })
-            }
-            serde_json::Value::Array(items) => {
-                stack.extend(items.iter().enumerate().map(|(i, v)| (v, format!("{path}[{i}]"))))
-            }
-            serde_json::Value::Object(map) => {
-                if let Some(key) = map.keys().find(|k| k.contains('\0')) {
-                    return Some(join(&key.replace('\0', "\\u0000")));
+            serde_json::Value::String(s) => s.contains('\0'),
+            serde_json::Value::Array(items) => items.iter().enumerate().any(|(i, v)| {
+                path.push(format!("[{i}]"));
+                let found = walk(v, path);
+                if !found {
+                    path.pop();
                 }
-                stack.extend(map.iter().map(|(k, v)| (v, join(k))));
-            }
-            _ => {}
+                found
+            }),
+            serde_json::Value::Object(map) => map.iter().any(|(k, v)| {
+                path.push(format!(".{}", k.replace('\0', "\\u0000")));
+                let found = k.contains('\0') || walk(v, path);
+                if !found {
+                    path.pop();
+                }
+                found
+            }),
+            _ => false,
         }
     }
-    None
+    let mut path = Vec::new();
+    walk(value, &mut path).then(|| {
+        let joined = path.concat();
+        match joined.strip_prefix('.') {
+            Some(rest) => rest.to_owned(),
+            None if joined.is_empty() => "body".to_owned(),
+            None => joined,
+        }
+    })
 }
 
 // ---------- auth ----------

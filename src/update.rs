@@ -465,12 +465,14 @@ async fn lock_threads<'a>(
     threads: &[(&'a str, Uuid, &'a str)],
     found: &mut HashMap<(&'a str, Uuid, &'a str), Uuid>,
 ) -> Result<(), sqlx::Error> {
+    // Locked in `lock_key` order (byte-wise, hence COLLATE "C"), the order the one-at-a-time
+    // path locks in, so two batches in flight (one set-based, one not) cannot deadlock.
     let rows: Vec<(Uuid, String, Uuid, String)> = sqlx::query_as(
         "SELECT c.id, c.project_id, c.origin_entry_point_id, c.thread_key
            FROM conversations c
            JOIN unnest($1::text[], $2::uuid[], $3::text[]) AS t(project, ep, key)
              ON c.origin_entry_point_id = t.ep AND c.thread_key = t.key AND c.project_id = t.project
-          ORDER BY c.id FOR UPDATE OF c",
+          ORDER BY ('t:' || c.origin_entry_point_id::text || ':' || c.thread_key) COLLATE \"C\" FOR UPDATE OF c",
     )
     .bind(threads.iter().map(|t| t.0).collect::<Vec<_>>())
     .bind(threads.iter().map(|t| t.1).collect::<Vec<_>>())

@@ -461,6 +461,11 @@ fn close(stack: &mut Vec<Open>, reopen: &mut Vec<Open>, name: &str) {
         }
         return;
     }
+    // No open element of that name: ignored whatever the scope rules say. Checked first because
+    // the scope walks below compare every open element with long lists (`</x>` × many, deep).
+    if !stack.iter().any(|o| o.name == name) {
+        return;
+    }
     let found = if is(TABLE_PARTS, name) {
         in_scope(stack, &[name], TABLE_SCOPE)
     } else if name == "p" {
