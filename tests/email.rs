@@ -33,8 +33,27 @@ fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
+/// aiosmtpd comes from PyPI; install it on a machine that lacks it, so the README's test
+/// command works on a fresh machine too.
+fn ensure_aiosmtpd() {
+    static CHECKED: std::sync::Once = std::sync::Once::new();
+    CHECKED.call_once(|| {
+        let importable = || {
+            std::process::Command::new("python3").args(["-c", "import aiosmtpd"]).status().is_ok_and(|s| s.success())
+        };
+        if !importable() {
+            let installed = std::process::Command::new("python3")
+                .args(["-m", "pip", "install", "--quiet", "aiosmtpd>=1.4"])
+                .status()
+                .is_ok_and(|s| s.success());
+            assert!(installed && importable(), "aiosmtpd is missing and `pip install aiosmtpd` failed");
+        }
+    });
+}
+
 impl SmtpServer {
     async fn start() -> Self {
+        ensure_aiosmtpd();
         let port = free_port();
         let maildir = std::env::temp_dir().join(format!("intake-maildir-{}", uuid::Uuid::new_v4().simple()));
         let child = Command::new("python3")
