@@ -475,10 +475,7 @@ impl Bench {
         let mut first = None;
         let mut seen = 0;
         while seen < n {
-            let delivery = tokio::time::timeout(Duration::from_secs(60), consumer.next())
-                .await
-                .map_err(|_| anyhow::anyhow!("broker-only: no delivery for 60 s"))?
-                .ok_or_else(|| anyhow::anyhow!("broker-only: consumer cancelled"))??;
+            let delivery = next_delivery(&mut consumer, "broker-only").await?;
             first.get_or_insert_with(Instant::now);
             delivery.ack(BasicAckOptions::default()).await?;
             seen += 1;
@@ -514,10 +511,7 @@ impl Bench {
         let mut first = None;
         let mut seen = 0;
         while seen < n {
-            let delivery = tokio::time::timeout(Duration::from_secs(60), consumer.next())
-                .await
-                .map_err(|_| anyhow::anyhow!("naive: no delivery for 60 s"))?
-                .ok_or_else(|| anyhow::anyhow!("naive: consumer cancelled"))??;
+            let delivery = next_delivery(&mut consumer, "naive").await?;
             first.get_or_insert_with(Instant::now);
             let headers = Headers::new();
             let updates = adapter
@@ -1084,6 +1078,15 @@ fn cpu_secs(pid: u32) -> Option<f64> {
     let utime: f64 = fields.get(11)?.parse().ok()?;
     let stime: f64 = fields.get(12)?.parse().ok()?;
     Some((utime + stime) / CLOCK_TICKS)
+}
+
+/// The next delivery of an in-process baseline consumer; a run that stalls fails after 60 s.
+async fn next_delivery(consumer: &mut lapin::Consumer, run: &str) -> anyhow::Result<lapin::message::Delivery> {
+    tokio::time::timeout(Duration::from_secs(60), consumer.next())
+        .await
+        .map_err(|_| anyhow::anyhow!("{run}: no delivery for 60 s"))?
+        .ok_or_else(|| anyhow::anyhow!("{run}: consumer cancelled"))?
+        .map_err(Into::into)
 }
 
 #[cfg(test)]
