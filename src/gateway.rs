@@ -115,13 +115,9 @@ async fn refuse_declared_too_large(
         .and_then(|v| v.trim().parse::<u64>().ok());
     if declared.is_some_and(|length| length > state.body_limit as u64) {
         count(&adapter_label(&state.registry, &adapter_key), "too_large");
-        return too_large().into_response();
+        return ApiError::payload_too_large().into_response();
     }
     next.run(request).await
-}
-
-fn too_large() -> ApiError {
-    ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", "request body is over the size limit")
 }
 
 /// The adapter key as a metrics label: any path segment that is not a registered adapter counts
@@ -242,7 +238,7 @@ async fn receive(
     let body = body.map_err(|rejection| {
         if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
             count(&adapter_label(&state.registry, &adapter_key), "too_large");
-            too_large()
+            ApiError::payload_too_large()
         } else {
             ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", rejection.body_text())
         }

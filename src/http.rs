@@ -91,6 +91,10 @@ impl ApiError {
     fn not_found(what: &str) -> Self {
         Self::new(StatusCode::NOT_FOUND, "not_found", format!("{what} not found"))
     }
+    /// A body over the configured limit (the API's and the gateway's).
+    pub(crate) fn payload_too_large() -> Self {
+        Self::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", "request body is over the size limit")
+    }
 }
 
 impl IntoResponse for ApiError {
@@ -134,7 +138,7 @@ impl From<UpdateError> for ApiError {
 fn parse_body<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> Result<T, ApiError> {
     let bytes = body.map_err(|rejection| {
         if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", "request body is over the size limit")
+            ApiError::payload_too_large()
         } else {
             ApiError::bad_request(rejection.body_text())
         }
