@@ -1,0 +1,313 @@
+//! The set-based path: a batch of plain new messages in a few statements.
+
+use super::*;
+use intake_adapters::{Direction, NormalizedMessage, UpdateAction};
+use sqlx::PgConnection;
+use std::collections::HashMap;
+use uuid::Uuid;
+
+/// [`apply_in`] for a batch of [`appends_only`] requests with a few statements per batch
+/// instead of several per message, with the same result as applying them one by one in
+/// `order`: duplicates are found first, conversations are locked (or created) together,
+/// customers are upserted once each with the values the last message would have left, the
+/// messages are inserted together, and the conversation rows are folded in rounds.
+pub(super) async fn apply_appends(
+    conn: &mut PgConnection,
+    requests: &[UpdateRequest],
+    order: &[usize],
+) -> Result<Vec<UpdateOutcome>, UpdateError> {
+    struct Item<'a> {
+        index: usize,
+        project: &'a str,
+        entry_point_id: Uuid,
+        thread_key: &'a str,
+        message: &'a NormalizedMessage,
+    }
+    for &i in order {
+        validate(&requests[i])?;
+    }
+    let items: Vec<Item> = order
+        .iter()
+        .map(|&index| {
+            let r = &requests[index];
+            let (Some(UpdateAction::Append(message)), Target::Channel { entry_point_id, thread }) =
+                (&r.action, &r.target)
+            else {
+                unreachable!("checked by appends_only")
+            };
+            let thread_key = thread.key.as_deref().unwrap_or(&message.idempotency_key);
+            Item { index, project: &r.project_id, entry_point_id: *entry_point_id, thread_key, message }
+        })
+        .collect();
+    let mut outcomes: Vec<Option<UpdateOutcome>> = vec![None; requests.len()];
+
+    // Messages stored before (a redelivery): nothing changes.
+    let existing: Vec<(String, String, Uuid, Uuid)> = sqlx::query_as(
+        "SELECT k.project, k.key, m.id, m.conversation_id
+           FROM unnest($1::text[], $2::text[]) AS k(project, key)
+           CROSS JOIN LATERAL (
+             SELECT id, conversation_id FROM messages
+              WHERE project_id = k.project AND (idempotency_key = k.key OR external_id = k.key)
+              ORDER BY (idempotency_key = k.key) DESC LIMIT 1) m",
+    )
+    .bind(items.iter().map(|i| i.project).collect::<Vec<_>>())
+    .bind(items.iter().map(|i| i.message.idempotency_key.as_str()).collect::<Vec<_>>())
+    .fetch_all(&mut *conn)
+    .await?;
+    let existing: HashMap<(&str, &str), (Uuid, Uuid)> =
+        existing.iter().map(|(p, k, m, c)| ((p.as_str(), k.as_str()), (*m, *c))).collect();
+    let mut fresh = Vec::with_capacity(items.len());
+    for item in items {
+        if let Some(&(message_id, conversation_id)) =
+            existing.get(&(item.project, item.message.idempotency_key.as_str()))
+        {
+            outcomes[item.index] =
+                Some(UpdateOutcome { conversation_id, message_id: Some(message_id), effect: Effect::Duplicate });
+        } else {
+            fresh.push(item);
+        }
+    }
+
+    // Conversations: lock the existing ones (in id order), create the others.
+    type ThreadId<'a> = (&'a str, Uuid, &'a str);
+    let mut threads: Vec<ThreadId> = Vec::new();
+    let mut first_of_thread: HashMap<ThreadId, usize> = HashMap::new();
+    for (n, item) in fresh.iter().enumerate() {
+        let thread = (item.project, item.entry_point_id, item.thread_key);
+        first_of_thread.entry(thread).or_insert_with(|| {
+            threads.push(thread);
+            n
+        });
+    }
+    let mut conversations: HashMap<ThreadId, Uuid> = HashMap::with_capacity(threads.len());
+    if !threads.is_empty() {
+        lock_threads(conn, &threads, &mut conversations).await?;
+        let mut missing: Vec<&ThreadId> = threads.iter().filter(|t| !conversations.contains_key(*t)).collect();
+        missing.sort_by_key(|(p, ep, k)| (*ep, *k, *p));
+        if !missing.is_empty() {
+            let first: Vec<&NormalizedMessage> = missing.iter().map(|t| fresh[first_of_thread[*t]].message).collect();
+            let inserted: Vec<(Uuid, String, Uuid, String)> = sqlx::query_as(
+                "INSERT INTO conversations (id, project_id, origin_entry_point_id, thread_key, subject, last_activity_at)
+                 SELECT t.id, t.project, t.ep, t.key, t.subject, GREATEST(now(), t.at)
+                   FROM unnest($1::uuid[], $2::text[], $3::uuid[], $4::text[], $5::text[], $6::timestamptz[])
+                        WITH ORDINALITY AS t(id, project, ep, key, subject, at, n)
+                  ORDER BY t.n
+                 ON CONFLICT (origin_entry_point_id, thread_key) WHERE thread_key IS NOT NULL DO NOTHING
+                 RETURNING id, project_id, origin_entry_point_id, thread_key",
+            )
+            .bind(missing.iter().map(|_| Uuid::new_v4()).collect::<Vec<_>>())
+            .bind(missing.iter().map(|t| t.0).collect::<Vec<_>>())
+            .bind(missing.iter().map(|t| t.1).collect::<Vec<_>>())
+            .bind(missing.iter().map(|t| t.2).collect::<Vec<_>>())
+            .bind(first.iter().map(|m| m.subject.as_deref()).collect::<Vec<_>>())
+            .bind(first.iter().map(|m| m.occurred_at).collect::<Vec<_>>())
+            .fetch_all(&mut *conn)
+            .await?;
+            let mut opened_ids = Vec::with_capacity(inserted.len());
+            let mut opened_eps = Vec::with_capacity(inserted.len());
+            for (id, project, ep, key) in &inserted {
+                if let Some(t) = missing.iter().find(|t| t.0 == project && t.1 == *ep && t.2 == key) {
+                    conversations.insert(**t, *id);
+                    opened_ids.push(*id);
+                    opened_eps.push(*ep);
+                    tracing::info!(conversation_id = %id, entry_point_id = %ep, "conversation opened");
+                }
+            }
+            if !opened_ids.is_empty() {
+                sqlx::query(
+                    "INSERT INTO conversation_entry_points (conversation_id, entry_point_id, is_entry_point)
+                     SELECT c, e, true FROM unnest($1::uuid[], $2::uuid[]) AS t(c, e) ON CONFLICT DO NOTHING",
+                )
+                .bind(opened_ids)
+                .bind(opened_eps)
+                .execute(&mut *conn)
+                .await?;
+            }
+            // Created by a concurrent transaction after our lookup: wait for it and lock it.
+            let raced: Vec<ThreadId> = threads.iter().filter(|t| !conversations.contains_key(*t)).copied().collect();
+            if !raced.is_empty() {
+                lock_threads(conn, &raced, &mut conversations).await?;
+                if raced.iter().any(|t| !conversations.contains_key(t)) {
+                    return Err(sqlx::Error::RowNotFound.into());
+                }
+            }
+        }
+    }
+
+    // Customers: one upsert each, with the values the last of their messages would leave.
+    // (project, external id) -> display name, primary email, profile image
+    type Profile<'a> = [Option<&'a str>; 3];
+    let mut customers: Vec<((&str, &str), Profile)> = Vec::new();
+    for item in &fresh {
+        let m = item.message;
+        if m.direction != Direction::Inbound || m.is_auto_reply {
+            continue;
+        }
+        let Some(external) = m.sender.id.as_deref().or(m.sender.primary_email.as_deref()).filter(|s| !s.is_empty())
+        else {
+            continue;
+        };
+        let values = [
+            m.sender.display_name.as_deref(),
+            m.sender.primary_email.as_deref(),
+            m.sender.profile_image_url.as_deref(),
+        ];
+        match customers.iter_mut().find(|(k, _)| *k == (item.project, external)) {
+            Some((_, folded)) => {
+                for (f, v) in folded.iter_mut().zip(values) {
+                    *f = v.or(*f);
+                }
+            }
+            None => customers.push(((item.project, external), values)),
+        }
+    }
+    customers.sort_by_key(|(k, _)| *k);
+    let mut customer_ids: HashMap<(String, String), Uuid> = HashMap::with_capacity(customers.len());
+    if !customers.is_empty() {
+        let rows: Vec<(Uuid, String, String)> = sqlx::query_as(
+            "INSERT INTO customers (id, project_id, external_id, display_name, primary_email, profile_image_url)
+             SELECT t.id, t.project, t.external, t.name, t.email, t.image
+               FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[])
+                    WITH ORDINALITY AS t(id, project, external, name, email, image, n)
+              ORDER BY t.n
+             ON CONFLICT (project_id, external_id) DO UPDATE SET
+                display_name = COALESCE(EXCLUDED.display_name, customers.display_name),
+                primary_email = COALESCE(EXCLUDED.primary_email, customers.primary_email),
+                profile_image_url = COALESCE(EXCLUDED.profile_image_url, customers.profile_image_url),
+                updated_at = now()
+             RETURNING id, project_id, external_id",
+        )
+        .bind(customers.iter().map(|_| Uuid::new_v4()).collect::<Vec<_>>())
+        .bind(customers.iter().map(|((p, _), _)| *p).collect::<Vec<_>>())
+        .bind(customers.iter().map(|((_, e), _)| *e).collect::<Vec<_>>())
+        .bind(customers.iter().map(|(_, v)| v[0]).collect::<Vec<_>>())
+        .bind(customers.iter().map(|(_, v)| v[1]).collect::<Vec<_>>())
+        .bind(customers.iter().map(|(_, v)| v[2]).collect::<Vec<_>>())
+        .fetch_all(&mut *conn)
+        .await?;
+        customer_ids.extend(rows.into_iter().map(|(id, p, e)| ((p, e), id)));
+    }
+    let customer_of = |item: &Item| -> Option<Uuid> {
+        let m = item.message;
+        if m.direction != Direction::Inbound || m.is_auto_reply {
+            return None;
+        }
+        let external = m.sender.id.as_deref().or(m.sender.primary_email.as_deref()).filter(|s| !s.is_empty())?;
+        customer_ids.get(&(item.project.to_owned(), external.to_owned())).copied()
+    };
+
+    // Messages, together; one a concurrent transaction stored first is a duplicate.
+    let ids: Vec<Uuid> = fresh.iter().map(|_| Uuid::new_v4()).collect();
+    let conversation_ids: Vec<Uuid> =
+        fresh.iter().map(|i| conversations[&(i.project, i.entry_point_id, i.thread_key)]).collect();
+    let customers_of: Vec<Option<Uuid>> = fresh.iter().map(customer_of).collect();
+    let user_ids: Vec<Option<String>> = fresh
+        .iter()
+        .zip(&customers_of)
+        .map(|(item, customer)| {
+            let m = item.message;
+            requests[item.index]
+                .extras
+                .user_id
+                .clone()
+                .or_else(|| customer.map(|c| c.to_string()))
+                .or_else(|| (m.direction == Direction::Outbound).then(|| m.sender.id.clone()).flatten())
+        })
+        .collect();
+    let inserted: Vec<(String, String)> = if fresh.is_empty() {
+        Vec::new()
+    } else {
+        sqlx::query_as(
+            "INSERT INTO messages (id, project_id, conversation_id, entry_point_id, idempotency_key, direction,
+                                   is_auto_reply, sender_id, sender_display_name, sender_primary_email, customer_id,
+                                   user_id, team_id, subject, body, attachments, metadata, occurred_at)
+             SELECT * FROM unnest($1::uuid[], $2::text[], $3::uuid[], $4::uuid[], $5::text[], $6::text[], $7::bool[],
+                                  $8::text[], $9::text[], $10::text[], $11::uuid[], $12::text[], $13::text[],
+                                  $14::text[], $15::text[], $16::jsonb[], $17::jsonb[], $18::timestamptz[])
+             ON CONFLICT (project_id, idempotency_key) DO NOTHING RETURNING project_id, idempotency_key",
+        )
+        .bind(&ids)
+        .bind(fresh.iter().map(|i| i.project).collect::<Vec<_>>())
+        .bind(&conversation_ids)
+        .bind(fresh.iter().map(|i| i.entry_point_id).collect::<Vec<_>>())
+        .bind(fresh.iter().map(|i| i.message.idempotency_key.as_str()).collect::<Vec<_>>())
+        .bind(fresh.iter().map(|i| i.message.direction.as_str()).collect::<Vec<_>>())
+        .bind(fresh.iter().map(|i| i.message.is_auto_reply).collect::<Vec<_>>())
+        .bind(fresh.iter().map(|i| i.message.sender.id.as_deref()).collect::<Vec<_>>())
+        .bind(fresh.iter().map(|i| i.message.sender.display_name.as_deref()).collect::<Vec<_>>())
+        .bind(fresh.iter().map(|i| i.message.sender.primary_email.as_deref()).collect::<Vec<_>>())
+        .bind(&customers_of)
+        .bind(&user_ids)
+        .bind(fresh.iter().map(|i| requests[i.index].extras.team_id.as_deref()).collect::<Vec<_>>())
+        .bind(fresh.iter().map(|i| i.message.subject.as_deref()).collect::<Vec<_>>())
+        .bind(fresh.iter().map(|i| i.message.body.as_str()).collect::<Vec<_>>())
+        .bind(
+            fresh
+                .iter()
+                .map(|i| serde_json::to_value(&i.message.attachments).expect("attachments serialize"))
+                .collect::<Vec<_>>(),
+        )
+        .bind(fresh.iter().map(|i| serde_json::Value::Object(i.message.metadata.clone())).collect::<Vec<_>>())
+        .bind(fresh.iter().map(|i| i.message.occurred_at).collect::<Vec<_>>())
+        .fetch_all(&mut *conn)
+        .await?
+    };
+    let inserted: std::collections::HashSet<(&str, &str)> =
+        inserted.iter().map(|(p, k)| (p.as_str(), k.as_str())).collect();
+
+    // Fold them into their conversations, in order, a round per message of a conversation.
+    let mut rounds: Vec<Bumps> = Vec::new();
+    let mut seen_in_round: HashMap<Uuid, usize> = HashMap::new();
+    for (n, item) in fresh.iter().enumerate() {
+        let key = item.message.idempotency_key.as_str();
+        if !inserted.contains(&(item.project, key)) {
+            let (message_id, conversation_id) = find_message(conn, item.project, key)
+                .await?
+                .ok_or_else(|| UpdateError::MessageNotFound(key.to_owned()))?;
+            outcomes[item.index] =
+                Some(UpdateOutcome { conversation_id, message_id: Some(message_id), effect: Effect::Duplicate });
+            continue;
+        }
+        let conversation_id = conversation_ids[n];
+        let round = seen_in_round.entry(conversation_id).and_modify(|r| *r += 1).or_insert(0);
+        if rounds.len() <= *round {
+            rounds.push(Bumps::default());
+        }
+        rounds[*round].push(conversation_id, item.message, customers_of[n]);
+        tracing::debug!(%conversation_id, message_id = %ids[n], key, "message appended");
+        outcomes[item.index] =
+            Some(UpdateOutcome { conversation_id, message_id: Some(ids[n]), effect: Effect::Appended });
+    }
+    for round in rounds {
+        round.execute(conn).await?;
+    }
+    Ok(outcomes.into_iter().map(|o| o.expect("every request applied")).collect())
+}
+
+/// Lock the conversations of these threads that exist, in id order; record their ids.
+pub(super) async fn lock_threads<'a>(
+    conn: &mut PgConnection,
+    threads: &[(&'a str, Uuid, &'a str)],
+    found: &mut HashMap<(&'a str, Uuid, &'a str), Uuid>,
+) -> Result<(), sqlx::Error> {
+    // Locked in `lock_key` order (byte-wise, hence COLLATE "C"), the order the one-at-a-time
+    // path locks in, so two batches in flight (one set-based, one not) cannot deadlock.
+    let rows: Vec<(Uuid, String, Uuid, String)> = sqlx::query_as(
+        "SELECT c.id, c.project_id, c.origin_entry_point_id, c.thread_key
+           FROM conversations c
+           JOIN unnest($1::text[], $2::uuid[], $3::text[]) AS t(project, ep, key)
+             ON c.origin_entry_point_id = t.ep AND c.thread_key = t.key AND c.project_id = t.project
+          ORDER BY ('t:' || c.origin_entry_point_id::text || ':' || c.thread_key) COLLATE \"C\" FOR UPDATE OF c",
+    )
+    .bind(threads.iter().map(|t| t.0).collect::<Vec<_>>())
+    .bind(threads.iter().map(|t| t.1).collect::<Vec<_>>())
+    .bind(threads.iter().map(|t| t.2).collect::<Vec<_>>())
+    .fetch_all(&mut *conn)
+    .await?;
+    for (id, project, ep, key) in rows {
+        if let Some(t) = threads.iter().find(|t| t.0 == project && t.1 == ep && t.2 == key) {
+            found.insert(*t, id);
+        }
+    }
+    Ok(())
+}

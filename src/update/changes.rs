@@ -1,0 +1,141 @@
+//! Edits, deletes and delivery statuses of stored messages.
+
+use super::*;
+use chrono::{DateTime, Utc};
+use intake_adapters::{preview_of, Direction, NormalizedMessage, UpdateAction};
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+/// Edit, delete or record a delivery status on a stored message, forward-only by time.
+pub(super) async fn change_message(
+    conn: &mut PgConnection,
+    message_id: Uuid,
+    conversation_id: Uuid,
+    action: &UpdateAction,
+) -> Result<(), sqlx::Error> {
+    let at = match action {
+        UpdateAction::Edit { idempotency_key, body, edited_at } => {
+            let applied = sqlx::query(
+                "UPDATE messages SET body = $2, updated_at = now(),
+                        metadata = metadata || jsonb_build_object('editedAt', $3::timestamptz)
+                  WHERE id = $1 AND (metadata->>'editedAt' IS NULL OR (metadata->>'editedAt')::timestamptz < $3)
+                    AND metadata->>'deletedAt' IS NULL",
+            )
+            .bind(message_id)
+            .bind(body)
+            .bind(edited_at)
+            .execute(&mut *conn)
+            .await?
+            .rows_affected();
+            if applied > 0 {
+                sqlx::query("UPDATE conversations SET preview = $3 WHERE id = $1 AND preview_key = $2")
+                    .bind(conversation_id)
+                    .bind(idempotency_key)
+                    .bind(preview_of(body, PREVIEW_CHARS))
+                    .execute(&mut *conn)
+                    .await?;
+            }
+            *edited_at
+        }
+        UpdateAction::Delete { deleted_at, .. } => {
+            sqlx::query(
+                "UPDATE messages SET body = '', updated_at = now(),
+                        metadata = metadata || jsonb_build_object('deletedAt', $2::timestamptz)
+                  WHERE id = $1 AND metadata->>'deletedAt' IS NULL",
+            )
+            .bind(message_id)
+            .bind(deleted_at)
+            .execute(&mut *conn)
+            .await?;
+            *deleted_at
+        }
+        UpdateAction::Status { status, at, detail, .. } => {
+            sqlx::query(
+                "UPDATE messages SET updated_at = now(),
+                        metadata = metadata || jsonb_build_object('deliveryStatus', $2::text,
+                                   'deliveryStatusAt', $3::timestamptz, 'deliveryDetail', $4::text)
+                  WHERE id = $1 AND (metadata->>'deliveryStatusAt' IS NULL
+                                     OR (metadata->>'deliveryStatusAt')::timestamptz <= $3)",
+            )
+            .bind(message_id)
+            .bind(status)
+            .bind(at)
+            .bind(detail)
+            .execute(&mut *conn)
+            .await?;
+            if status == STATUS_SENT || status == STATUS_FAILED {
+                settle_pending(conn, message_id, conversation_id, status, *at).await?;
+            }
+            *at
+        }
+        UpdateAction::Append(_) => unreachable!("appends are handled by apply_in"),
+    };
+    touch(conn, conversation_id, at).await
+}
+
+/// The stored message a settled delivery status refers to.
+#[derive(sqlx::FromRow)]
+pub(super) struct SettledRow {
+    idempotency_key: String,
+    direction: String,
+    is_auto_reply: bool,
+    subject: Option<String>,
+    body: String,
+    metadata: serde_json::Value,
+    occurred_at: DateTime<Utc>,
+}
+
+/// A pending outbound message was accepted (or refused) by its channel. Sent: it now counts,
+/// at the time it was accepted, for every timestamp.
+pub(super) async fn settle_pending(
+    conn: &mut PgConnection,
+    message_id: Uuid,
+    conversation_id: Uuid,
+    status: &str,
+    at: DateTime<Utc>,
+) -> Result<(), sqlx::Error> {
+    let sent = status == STATUS_SENT;
+    let row: Option<SettledRow> = sqlx::query_as(
+        "UPDATE messages SET delivery_state = $2, occurred_at = CASE WHEN $3 THEN $4 ELSE occurred_at END
+          WHERE id = $1 AND delivery_state = 'pending'
+          RETURNING idempotency_key, direction, is_auto_reply, subject, body, metadata, occurred_at",
+    )
+    .bind(message_id)
+    .bind(status)
+    .bind(sent)
+    .bind(at)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some(row) = row else { return Ok(()) };
+    if sent {
+        let message = NormalizedMessage {
+            idempotency_key: row.idempotency_key,
+            direction: row.direction.parse().unwrap_or(Direction::Outbound),
+            sender: Default::default(),
+            subject: row.subject,
+            body: row.body,
+            attachments: vec![],
+            occurred_at: row.occurred_at,
+            is_auto_reply: row.is_auto_reply,
+            metadata: row.metadata.as_object().cloned().unwrap_or_default(),
+        };
+        bump_for_message(conn, conversation_id, &message).await?;
+    }
+    Ok(())
+}
+
+/// Something happened on the conversation that is not a message.
+pub(super) async fn touch(
+    conn: &mut PgConnection,
+    conversation_id: Uuid,
+    at: DateTime<Utc>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE conversations SET last_activity_at = GREATEST(last_activity_at, $2), updated_at = now() WHERE id = $1",
+    )
+    .bind(conversation_id)
+    .bind(at)
+    .execute(conn)
+    .await?;
+    Ok(())
+}

@@ -1,0 +1,133 @@
+//! The set-based path for batches of appends must leave exactly what applying the same
+//! updates one by one leaves (against the local PostgreSQL, like the integration tests).
+use super::*;
+use intake_adapters::{ChannelType, Direction, NormalizedMessage, Sender};
+use rand::{Rng, SeedableRng};
+use sqlx::Connection;
+
+async fn fresh_db() -> (PgPool, Uuid, String) {
+    let name = format!("intake_test_{}", Uuid::new_v4().simple());
+    let url = format!("postgres://postgres@127.0.0.1:5432/{name}");
+    let pool = crate::store::connect_and_migrate(&url, 4).await.expect("test database");
+    crate::store::ensure_project(&pool, "p").await.unwrap();
+    let ep = crate::store::create_entry_point(&pool, "p", ChannelType::Webhook, "webhook", "shop", json!({}))
+        .await
+        .unwrap()
+        .id;
+    (pool, ep, name)
+}
+
+use serde_json::json;
+
+fn request(rng: &mut rand::rngs::StdRng, ep: Uuid, i: usize) -> UpdateRequest {
+    let inbound = rng.random_bool(0.6);
+    let pick = |rng: &mut rand::rngs::StdRng, v: &str| rng.random_bool(0.7).then(|| v.to_owned());
+    let who = rng.random_range(0..4);
+    let sender = if inbound {
+        Sender {
+            id: pick(rng, &format!("cust-{who}")),
+            display_name: pick(rng, &format!("Name {i}")),
+            primary_email: pick(rng, &format!("c{who}@example.com")),
+            profile_image_url: pick(rng, &format!("https://img/{i}")),
+        }
+    } else {
+        Sender { id: pick(rng, "agent-1"), display_name: pick(rng, "Agent"), ..Default::default() }
+    };
+    let message = NormalizedMessage {
+        idempotency_key: format!("k{i}"),
+        direction: if inbound { Direction::Inbound } else { Direction::Outbound },
+        sender,
+        subject: pick(rng, &format!("subject {i}")),
+        body: format!("body {i}"),
+        attachments: vec![],
+        occurred_at: DateTime::from_timestamp(1_800_000_000 + rng.random_range(0..50), 0).unwrap(),
+        is_auto_reply: rng.random_bool(0.1),
+        metadata: Default::default(),
+    };
+    let key = if rng.random_bool(0.1) { None } else { Some(format!("t{}", rng.random_range(0..6))) };
+    UpdateRequest {
+        project_id: "p".into(),
+        target: Target::Channel { entry_point_id: ep, thread: ThreadRef { key, ..Default::default() } },
+        action: Some(UpdateAction::Append(message)),
+        extras: MessageExtras::default(),
+        attributes: Default::default(),
+    }
+}
+
+async fn apply_one_by_one(pool: &PgPool, requests: &[UpdateRequest]) -> Vec<UpdateOutcome> {
+    let mut order: Vec<usize> = (0..requests.len()).collect();
+    order.sort_by_cached_key(|&i| lock_key(&requests[i]));
+    let mut tx = pool.begin().await.unwrap();
+    let mut outcomes = vec![None; requests.len()];
+    for &i in &order {
+        outcomes[i] = Some(apply_in(&mut tx, &requests[i]).await.unwrap());
+    }
+    tx.commit().await.unwrap();
+    outcomes.into_iter().map(Option::unwrap).collect()
+}
+
+async fn snapshot(pool: &PgPool) -> Vec<String> {
+    let mut rows: Vec<String> = sqlx::query_scalar(
+        "SELECT (to_jsonb(c) - 'id' - 'origin_entry_point_id' - 'created_at' - 'updated_at'
+                     - 'last_activity_at' - 'user_id')::text
+                    || coalesce((SELECT external_id FROM customers WHERE id::text = c.user_id), c.user_id, '-')
+               FROM conversations c",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    rows.extend(
+        sqlx::query_scalar::<_, String>(
+            "SELECT (to_jsonb(m) - 'id' - 'conversation_id' - 'entry_point_id' - 'customer_id' - 'user_id'
+                         - 'received_at' - 'updated_at')::text
+                        || (SELECT thread_key FROM conversations WHERE id = m.conversation_id)
+                        || coalesce((SELECT external_id FROM customers WHERE id = m.customer_id), '-')
+                   FROM messages m",
+        )
+        .fetch_all(pool)
+        .await
+        .unwrap(),
+    );
+    rows.extend(
+        sqlx::query_scalar::<_, String>(
+            "SELECT (to_jsonb(c) - 'id' - 'created_at' - 'updated_at')::text FROM customers c",
+        )
+        .fetch_all(pool)
+        .await
+        .unwrap(),
+    );
+    rows.sort();
+    rows
+}
+
+#[tokio::test]
+async fn batched_appends_match_one_by_one() {
+    let (fast, ep_fast, fast_name) = fresh_db().await;
+    let (slow, ep_slow, slow_name) = fresh_db().await;
+    for seed in 0..8u64 {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let batch = rng.random_range(1..40);
+        let offset = seed as usize * 1000;
+        let mut requests: Vec<usize> = (0..batch).map(|i| offset + i).collect();
+        // Some redeliveries of earlier batches.
+        if seed > 0 {
+            requests.push((seed as usize - 1) * 1000);
+        }
+        let mut rng_fast = rand::rngs::StdRng::seed_from_u64(seed + 100);
+        let mut rng_slow = rand::rngs::StdRng::seed_from_u64(seed + 100);
+        let a: Vec<UpdateRequest> = requests.iter().map(|&i| request(&mut rng_fast, ep_fast, i)).collect();
+        let b: Vec<UpdateRequest> = requests.iter().map(|&i| request(&mut rng_slow, ep_slow, i)).collect();
+        assert!(appends_only(&a));
+        let fast_out = apply_batch(&fast, &a).await.unwrap();
+        let slow_out = apply_one_by_one(&slow, &b).await;
+        let effects = |o: &[UpdateOutcome]| o.iter().map(|o| o.effect).collect::<Vec<_>>();
+        assert_eq!(effects(&fast_out), effects(&slow_out), "seed {seed}");
+        assert_eq!(snapshot(&fast).await, snapshot(&slow).await, "seed {seed}");
+    }
+    fast.close().await;
+    slow.close().await;
+    let mut admin = sqlx::PgConnection::connect("postgres://postgres@127.0.0.1:5432/postgres").await.unwrap();
+    for name in [fast_name, slow_name] {
+        sqlx::query(&format!("DROP DATABASE \"{name}\" WITH (FORCE)")).execute(&mut admin).await.unwrap();
+    }
+}
