@@ -83,6 +83,7 @@ mod tests {
             occurred_at: chrono::Utc::now(),
             is_auto_reply: false,
             metadata: Default::default(),
+            fingerprint: None,
         });
         store.store(&mut action).await.unwrap();
         let UpdateAction::Append(m) = &action else { unreachable!() };

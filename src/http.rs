@@ -328,6 +328,7 @@ impl PatchConversationBody {
                 occurred_at: m.created_at.unwrap_or_else(Utc::now),
                 is_auto_reply: m.is_auto_reply,
                 metadata: m.metadata,
+                fingerprint: None,
             })
         });
         UpdateRequest { project_id, target: Target::Conversation(conversation_id), action, extras, attributes }

@@ -69,6 +69,7 @@ impl SendJob {
                 occurred_at: Utc::now(),
                 is_auto_reply: false,
                 metadata: Default::default(),
+                fingerprint: None,
             })),
             extras: MessageExtras { pending_delivery: true, ..Default::default() },
             attributes: Default::default(),

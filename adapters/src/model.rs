@@ -157,6 +157,61 @@ pub struct NormalizedMessage {
     pub is_auto_reply: bool,
     #[serde(default)]
     pub metadata: serde_json::Map<String, serde_json::Value>,
+    /// What makes this message itself ([`content_fingerprint`]), set by adapters that know the
+    /// channel's own send time; `None`: [`NormalizedMessage::fingerprint`] computes it without
+    /// a time. The same idempotency key with another fingerprint is a different message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fingerprint: Option<String>,
+}
+
+impl NormalizedMessage {
+    /// The content fingerprint: the adapter's, else one without a time.
+    pub fn fingerprint(&self) -> String {
+        self.fingerprint.clone().unwrap_or_else(|| content_fingerprint(self, None))
+    }
+}
+
+/// SHA-256 (hex) over what makes a message itself: the sender's id and address, the subject,
+/// the body text (line endings unified, surrounding white space trimmed), the attachments'
+/// hashes (sorted; name and size where there is no hash) and `own_time`, the channel's own
+/// send time as it stated it (an email's `Date`), when it stated one. What is added on the way
+/// (`Received:` headers, the receive or publish time, a default time) is left out, so every
+/// copy of one message has the same fingerprint, while a different message that reuses the
+/// key (a recycled Message-ID) has another. Each part is labelled and length-prefixed.
+pub fn content_fingerprint(message: &NormalizedMessage, own_time: Option<&str>) -> String {
+    use sha2::{Digest, Sha256};
+    let mut hash = Sha256::new();
+    let mut part = |label: &str, value: &str| {
+        hash.update(label.as_bytes());
+        hash.update((value.len() as u64).to_be_bytes());
+        hash.update(value.as_bytes());
+    };
+    let sender = &message.sender;
+    part("sender.id", &sender.id.as_deref().unwrap_or_default().to_lowercase());
+    part("sender.email", &sender.primary_email.as_deref().unwrap_or_default().to_lowercase());
+    part("subject", message.subject.as_deref().unwrap_or_default().trim());
+    part("body", message.body.replace("\r\n", "\n").trim());
+    let mut attachments: Vec<String> = message
+        .attachments
+        .iter()
+        .map(|a| match &a.sha256 {
+            Some(sha) => sha.to_ascii_lowercase(),
+            None => format!(
+                "{}|{}|{}",
+                a.filename.as_deref().unwrap_or_default(),
+                a.size.unwrap_or_default(),
+                a.url.as_deref().unwrap_or_default()
+            ),
+        })
+        .collect();
+    attachments.sort();
+    for a in &attachments {
+        part("attachment", a);
+    }
+    if let Some(time) = own_time.map(str::trim).filter(|t| !t.is_empty()) {
+        part("time", time);
+    }
+    hex::encode(hash.finalize())
 }
 
 /// What an update does to the conversation.

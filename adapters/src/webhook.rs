@@ -88,6 +88,7 @@ pub fn decode_generic(body: &[u8], received_at: DateTime<Utc>) -> Result<Vec<Nor
                     occurred_at: m.occurred_at.unwrap_or(received_at),
                     is_auto_reply: m.is_auto_reply,
                     metadata: m.metadata,
+                    fingerprint: None,
                 }),
             })
         })

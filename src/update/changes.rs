@@ -118,6 +118,7 @@ pub(super) async fn settle_pending(
             occurred_at: row.occurred_at,
             is_auto_reply: row.is_auto_reply,
             metadata: row.metadata.as_object().cloned().unwrap_or_default(),
+            fingerprint: None,
         };
         bump_for_message(conn, conversation_id, &message).await?;
     }

@@ -43,6 +43,7 @@ fn request(rng: &mut rand::rngs::StdRng, ep: Uuid, i: usize) -> UpdateRequest {
         occurred_at: DateTime::from_timestamp(1_800_000_000 + rng.random_range(0..50), 0).unwrap(),
         is_auto_reply: rng.random_bool(0.1),
         metadata: Default::default(),
+        fingerprint: None,
     };
     let key = if rng.random_bool(0.1) { None } else { Some(format!("t{}", rng.random_range(0..6))) };
     UpdateRequest {

@@ -77,6 +77,7 @@ pub fn msg(key: &str, direction: Direction, occurred_at: &str, body: &str) -> No
         occurred_at: at(occurred_at),
         is_auto_reply: false,
         metadata: Default::default(),
+        fingerprint: None,
     }
 }
 

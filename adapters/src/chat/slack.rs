@@ -302,6 +302,7 @@ fn append(
             occurred_at,
             is_auto_reply: false,
             metadata: meta,
+            fingerprint: None,
         }),
     })
 }

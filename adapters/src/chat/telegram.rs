@@ -305,6 +305,7 @@ fn append(
             occurred_at,
             is_auto_reply: false,
             metadata: meta,
+            fingerprint: None,
         }),
     }))
 }

@@ -205,6 +205,7 @@ pub fn decode(
             occurred_at: delivery.received_at,
             is_auto_reply: false,
             metadata: meta,
+            fingerprint: None,
         }),
     }])
 }

@@ -489,6 +489,7 @@ fn message_update(
             occurred_at,
             is_auto_reply: false,
             metadata: meta,
+            fingerprint: None,
         }),
     }))
 }

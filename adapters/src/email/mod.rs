@@ -419,6 +419,7 @@ fn build(message: &Message<'_>, delivery: &Delivery<'_>, config: &EmailConfig) -
             occurred_at,
             is_auto_reply: detection.is_some(),
             metadata: meta,
+            fingerprint: None,
         }),
     }
 }
