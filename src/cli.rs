@@ -16,7 +16,7 @@ use crate::amqp::topology::Topology;
 use crate::amqp::worker::{self, WorkerSettings};
 use crate::amqp::{envelope, AmqpArgs};
 use crate::attachments::AttachmentStore;
-use crate::config::{DatabaseArgs, GatewayArgs, HttpArgs, LogFormat};
+use crate::config::{DatabaseArgs, GatewayArgs, HttpArgs, LogFormat, UpdateArgs};
 use crate::smtp::{Mailer, OutboundQueue, SmtpArgs};
 use crate::{http, store};
 
@@ -37,6 +37,9 @@ pub struct Cli {
     #[command(flatten)]
     pub database: DatabaseArgs,
 
+    #[command(flatten)]
+    pub update: UpdateArgs,
+
     #[command(subcommand)]
     pub command: Command,
 }
@@ -56,6 +59,9 @@ pub enum Command {
     /// Inspect, replay and purge dead-lettered messages.
     #[command(subcommand)]
     Dlq(DlqCommand),
+    /// Updates (edits, deletes, delivery statuses) waiting for a message that has not arrived.
+    #[command(subcommand)]
+    Parked(ParkedCommand),
     /// Create the database if missing and apply migrations, then exit.
     Migrate,
     /// Manage API tokens.
@@ -126,6 +132,11 @@ pub struct WorkerArgs {
     /// Also serve the HTTP API (and /metrics) from this process.
     #[arg(long, env = "INTAKE_WITH_API")]
     pub with_api: bool,
+
+    /// An edit, delete or delivery status whose message has not arrived waits (parked) at most
+    /// this long, then is dropped with a warning (`intake parked list` shows what waits).
+    #[arg(long, env = "INTAKE_PARKED_MAX_AGE", default_value = "7d", value_parser = crate::amqp::parse_duration)]
+    pub parked_max_age: Duration,
 
     #[command(flatten)]
     pub http: HttpArgs,
@@ -234,6 +245,19 @@ impl SelectionArgs {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum ParkedCommand {
+    /// List parked updates, oldest first: age, project, kind, the message key they wait for.
+    List {
+        /// Print JSON lines instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// Show at most this many.
+        #[arg(long, default_value_t = 1000)]
+        limit: i64,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 pub enum TokenCommand {
     /// Create a random token for a project (creating the project if needed) and print it once.
     Create {
@@ -248,6 +272,7 @@ pub enum TokenCommand {
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let db = &cli.database;
+    crate::update::set_max_future_skew(cli.update.max_future_skew);
     match cli.command {
         Command::Migrate => {
             store::connect_and_migrate(&db.database_url, 2).await?;
@@ -273,6 +298,24 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let router = gateway_router(pool, publisher, &args.amqp, &args.gateway).merge(http::health_router());
             http::serve_router(bind(args.gateway.gateway_addr).await?, router, shutdown_signal()).await
         }
+        Command::Parked(ParkedCommand::List { json, limit }) => {
+            let pool = store::connect_and_migrate(&db.database_url, 2).await?;
+            let parked = crate::update::list_parked(&pool, limit).await?;
+            if json {
+                for p in &parked {
+                    println!("{}", serde_json::to_string(p)?);
+                }
+            } else {
+                println!("{:<10} {:<16} {:<8} KEY", "AGE", "PROJECT", "KIND");
+                for p in &parked {
+                    let age = (chrono::Utc::now() - p.parked_at).num_seconds().max(0);
+                    let kind = p.kind.as_deref().unwrap_or("?");
+                    println!("{:<10} {:<16} {:<8} {}", format!("{age}s"), p.project_id, kind, p.idempotency_key);
+                }
+                println!("{} parked", parked.len());
+            }
+            Ok(())
+        }
         Command::Worker(args) => run_worker(db, args).await,
         Command::Publish(args) => publish(args).await,
         Command::Dlq(command) => run_dlq(command).await,
@@ -289,6 +332,7 @@ async fn run_worker(db: &DatabaseArgs, args: WorkerArgs) -> anyhow::Result<()> {
     settings.batch_wait = args.batch_wait;
     settings.max_message_bytes = args.max_message_bytes;
     settings.channel_types = args.queues;
+    settings.parked_max_age = args.parked_max_age;
     settings.mailer = Mailer::from_args(&args.smtp)?;
     settings.attachment_store = args.attachment_dir.as_ref().map(AttachmentStore::open).transpose()?;
     let registry = AdapterRegistry::with_email_config(EmailConfig {

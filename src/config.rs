@@ -20,6 +20,16 @@ pub struct DatabaseArgs {
     pub db_max_connections: u32,
 }
 
+/// Rules of the update logic that every writer (worker, API) follows.
+#[derive(Debug, Clone, Args)]
+pub struct UpdateArgs {
+    /// Message times further in the future than this are clamped to the time intake received
+    /// the message (the original is kept as `metadata.originalOccurredAt`): forward-only
+    /// timestamps would otherwise stay frozen at a wrong date for good.
+    #[arg(long, env = "INTAKE_MAX_FUTURE_SKEW", default_value = "24h", value_parser = crate::amqp::parse_duration, global = true)]
+    pub max_future_skew: std::time::Duration,
+}
+
 #[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
 pub enum LogFormat {
     /// Human-readable lines.

@@ -113,11 +113,16 @@ impl IntoResponse for ApiError {
 
 impl From<sqlx::Error> for ApiError {
     fn from(e: sqlx::Error) -> Self {
-        match e {
-            sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => {
-                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", format!("database unavailable: {e}"))
+        if crate::amqp::worker::is_transient_db(&e) {
+            return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", format!("database unavailable: {e}"));
+        }
+        // A value the database refuses (data exception, constraint, program limit) is the request's.
+        let refused = |code: &str| ["22", "23", "54"].iter().any(|class| code.starts_with(class));
+        match &e {
+            sqlx::Error::Database(db) if db.code().is_some_and(|c| refused(&c)) => {
+                ApiError::new(StatusCode::BAD_REQUEST, "database_rejected", db.message().to_owned())
             }
-            e => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()),
+            _ => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()),
         }
     }
 }
@@ -128,7 +133,11 @@ impl From<UpdateError> for ApiError {
             UpdateError::ConversationNotFound => ApiError::not_found("conversation"),
             UpdateError::MessageNotFound(_) => ApiError::new(StatusCode::NOT_FOUND, "message_not_found", e.to_string()),
             UpdateError::KeyConflict { .. } => ApiError::new(StatusCode::CONFLICT, "conflict", e.to_string()),
+            UpdateError::KeyReused { .. } => {
+                ApiError::new(StatusCode::CONFLICT, "idempotency_key_reused", e.to_string())
+            }
             UpdateError::Invalid(m) => ApiError::bad_request(m),
+            UpdateError::TooLong { .. } => ApiError::bad_request(e.to_string()),
             UpdateError::Database(e) => e.into(),
         }
     }
@@ -311,7 +320,8 @@ impl PatchConversationBody {
         };
         let mut extras = MessageExtras::default();
         let action = self.message.map(|m| {
-            extras = MessageExtras { user_id: m.user_id, team_id: m.team_id, ..Default::default() };
+            extras =
+                MessageExtras { user_id: m.user_id, team_id: m.team_id, reject_reused_key: true, ..Default::default() };
             let sender = m.sender.map_or_else(Sender::default, |s| Sender {
                 id: s.id,
                 display_name: s.display_name,

@@ -32,6 +32,7 @@ pub fn effect_label(effect: Effect) -> &'static str {
         Effect::Duplicate => "duplicate",
         Effect::MessageChanged => "message_changed",
         Effect::AttributesChanged => "attributes_changed",
+        Effect::Parked => "parked",
     }
 }
 

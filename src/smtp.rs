@@ -71,7 +71,7 @@ impl SendJob {
                 metadata: Default::default(),
                 fingerprint: None,
             })),
-            extras: MessageExtras { pending_delivery: true, ..Default::default() },
+            extras: MessageExtras { pending_delivery: true, reject_reused_key: true, ..Default::default() },
             attributes: Default::default(),
         })
     }

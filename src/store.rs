@@ -152,6 +152,11 @@ pub struct EntryPointView {
     pub updated_at: DateTime<Utc>,
     pub external_channel_id: String,
     pub metadata: serde_json::Value,
+    /// Entry-point routes only: whether traffic that names no project (an MTA, a publisher
+    /// without `x-intake-project`) comes here. Only the first project to register an external
+    /// id gets it; the others receive traffic scoped to them (the gateway, `x-intake-project`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub receives_unscoped_traffic: Option<bool>,
 }
 
 /// Normalize an external channel id the way adapters produce it (mailboxes are
@@ -205,28 +210,47 @@ pub async fn create_entry_point_with_secrets(
     verify_token: Option<&str>,
 ) -> Result<EntryPointView, EntryPointError> {
     let external = normalize_external_channel_id(channel_type, external_channel_id);
-    let row = sqlx::query(
-        "INSERT INTO entry_points (id, project_id, channel_type, adapter_key, external_channel_id, metadata,
-                                   webhook_secrets, verify_token)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-         ON CONFLICT (project_id, channel_type, external_channel_id) DO NOTHING
-         RETURNING id, channel_type, adapter_key, created_at, updated_at, external_channel_id, metadata",
-    )
-    .bind(Uuid::new_v4())
-    .bind(project_id)
-    .bind(channel_type.as_str())
-    .bind(adapter_key)
-    .bind(&external)
-    .bind(metadata)
-    .bind(webhook_secrets)
-    .bind(verify_token)
-    .fetch_optional(pool)
-    .await?;
+    // The first project to register this external id receives its unscoped traffic; two
+    // registrations racing for that are settled by the partial unique index.
+    let mut attempts = 0;
+    let row = loop {
+        attempts += 1;
+        let inserted = sqlx::query(
+            "INSERT INTO entry_points (id, project_id, channel_type, adapter_key, external_channel_id, metadata,
+                                       webhook_secrets, verify_token, receives_unscoped)
+             SELECT $1, $2, $3, $4, $5, $6, $7, $8,
+                    NOT EXISTS (SELECT 1 FROM entry_points
+                                 WHERE channel_type = $3 AND external_channel_id = $5 AND receives_unscoped)
+             ON CONFLICT (project_id, channel_type, external_channel_id) DO NOTHING
+             RETURNING id, channel_type, adapter_key, created_at, updated_at, external_channel_id, metadata,
+                       receives_unscoped",
+        )
+        .bind(Uuid::new_v4())
+        .bind(project_id)
+        .bind(channel_type.as_str())
+        .bind(adapter_key)
+        .bind(&external)
+        .bind(&metadata)
+        .bind(webhook_secrets)
+        .bind(verify_token)
+        .fetch_optional(pool)
+        .await;
+        match inserted {
+            Err(sqlx::Error::Database(e))
+                if attempts < 3 && e.constraint() == Some("entry_points_unscoped_owner_idx") =>
+            {
+                continue
+            }
+            other => break other?,
+        }
+    };
     let row = row.ok_or_else(|| EntryPointError::Exists {
         channel_type: channel_type.to_string(),
         external_channel_id: external,
     })?;
-    Ok(entry_point_from_row(&row, false))
+    let mut view = entry_point_from_row(&row, false);
+    view.receives_unscoped_traffic = Some(row.get("receives_unscoped"));
+    Ok(view)
 }
 
 fn entry_point_from_row(row: &sqlx::postgres::PgRow, is_entry_point: bool) -> EntryPointView {
@@ -239,18 +263,26 @@ fn entry_point_from_row(row: &sqlx::postgres::PgRow, is_entry_point: bool) -> En
         updated_at: row.get("updated_at"),
         external_channel_id: row.get("external_channel_id"),
         metadata: row.get("metadata"),
+        receives_unscoped_traffic: None,
     }
 }
 
 pub async fn list_entry_points(pool: &PgPool, project_id: &str) -> Result<Vec<EntryPointView>, sqlx::Error> {
     let rows = sqlx::query(
-        "SELECT id, channel_type, adapter_key, created_at, updated_at, external_channel_id, metadata
+        "SELECT id, channel_type, adapter_key, created_at, updated_at, external_channel_id, metadata,
+                receives_unscoped
            FROM entry_points WHERE project_id = $1 ORDER BY created_at, id",
     )
     .bind(project_id)
     .fetch_all(pool)
     .await?;
-    Ok(rows.iter().map(|r| entry_point_from_row(r, false)).collect())
+    Ok(rows
+        .iter()
+        .map(|r| EntryPointView {
+            receives_unscoped_traffic: Some(r.get("receives_unscoped")),
+            ..entry_point_from_row(r, false)
+        })
+        .collect())
 }
 
 /// An entry point as the worker needs it.
@@ -283,16 +315,22 @@ pub async fn resolve_entry_point(
 ) -> Result<ResolvedEntryPoint, ResolveError> {
     let external = normalize_external_channel_id(channel_type, external_channel_id);
     let rows = sqlx::query(
-        "SELECT id, project_id, adapter_key, external_channel_id, metadata FROM entry_points
+        "SELECT id, project_id, adapter_key, external_channel_id, metadata, receives_unscoped FROM entry_points
           WHERE channel_type = $1 AND external_channel_id = $2 AND ($3::text IS NULL OR project_id = $3)
-          LIMIT 2",
+          ORDER BY receives_unscoped DESC LIMIT 2",
     )
     .bind(channel_type.as_str())
     .bind(&external)
     .bind(project_id)
     .fetch_all(pool)
     .await?;
-    match rows.as_slice() {
+    // Without a project, the owner of the unscoped traffic (the first to register); no owner
+    // (its project was deleted) and one candidate: that one.
+    let chosen = match rows.as_slice() {
+        [row, ..] if project_id.is_none() && row.get::<bool, _>("receives_unscoped") => std::slice::from_ref(row),
+        rows => rows,
+    };
+    match chosen {
         [row] => Ok(ResolvedEntryPoint {
             id: row.get("id"),
             project_id: row.get("project_id"),

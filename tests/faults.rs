@@ -163,7 +163,7 @@ fn published(i: usize) -> Published {
     let conversation = format!("c{}", i % CONVERSATIONS);
     // A permutation of TOTAL seconds (7919 is prime): times jump back and forth in publish
     // order, inside every conversation too.
-    let at = at("2030-01-01T00:00:00Z") + chrono::Duration::seconds(((i * 7919) % TOTAL) as i64);
+    let at = at("2025-01-01T00:00:00Z") + chrono::Duration::seconds(((i * 7919) % TOTAL) as i64);
     let outbound = (i * 31 + i / 7).is_multiple_of(3);
     let key = format!("f-{i}");
     let body = format!("fault message {i}");

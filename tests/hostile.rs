@@ -191,7 +191,7 @@ fn slack(ts: &str, channel: &str, user: &str, name: &str, text: &str) -> Vec<u8>
 
 fn webhook(id: &str, body: &str) -> Vec<u8> {
     serde_json::to_vec(&json!({"id": id, "conversationKey": "hostile", "direction": "inbound", "body": body,
-        "sender": {"id": "cust-1", "displayName": "Lin"}, "occurredAt": "2030-01-01T00:00:00Z"}))
+        "sender": {"id": "cust-1", "displayName": "Lin"}, "occurredAt": "2025-01-01T00:00:00Z"}))
     .unwrap()
 }
 

@@ -101,7 +101,7 @@ async fn patch_appends_and_answers_in_the_spec_shape() {
     let api = Api::new(1 << 20).await;
     let id = api.conversation().await;
     let path = format!("/internal/conversations/{id}");
-    let (s, body) = api.call(Method::PATCH, &path, Some(TOKEN), Some(inbound("msg-1", "2030-05-01T12:00:00Z"))).await;
+    let (s, body) = api.call(Method::PATCH, &path, Some(TOKEN), Some(inbound("msg-1", "2025-05-01T12:00:00Z"))).await;
     assert_eq!(s, StatusCode::OK, "{body}");
     let c = &body["conversation"];
     for field in [
@@ -137,8 +137,8 @@ async fn patch_appends_and_answers_in_the_spec_shape() {
     ] {
         assert!(c["metadata"].get(field).is_some(), "conversation.metadata.{field} missing");
     }
-    assert_eq!(c["lastInboundAt"], "2030-05-01T12:00:00Z");
-    assert_eq!(c["lastMessageAt"], "2030-05-01T12:00:00Z");
+    assert_eq!(c["lastInboundAt"], "2025-05-01T12:00:00Z");
+    assert_eq!(c["lastMessageAt"], "2025-05-01T12:00:00Z");
     assert_eq!(c["preview"], "Hello, my parcel is late.");
     assert_eq!(c["userDisplayName"], "Bo Customer");
     let m = &body["messages"][0];
@@ -167,7 +167,7 @@ async fn patch_appends_and_answers_in_the_spec_shape() {
     assert_eq!(ep["isEntryPoint"], true);
 
     // Sending it again changes nothing.
-    let (s, again) = api.call(Method::PATCH, &path, Some(TOKEN), Some(inbound("msg-1", "2030-05-02T12:00:00Z"))).await;
+    let (s, again) = api.call(Method::PATCH, &path, Some(TOKEN), Some(inbound("msg-1", "2025-05-02T12:00:00Z"))).await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(again, body);
     // GET answers the same body.
@@ -189,8 +189,8 @@ async fn patch_updates_attributes_and_null_clears() {
             Some(json!({
             "subject": "Parcel late", "teamId": "team-eu",
             "metadata": {"tags": ["shipping"], "assignedToUserId": "u-1", "assignedToDisplayName": "Kim",
-                         "nextResponseDueAt": "2030-05-01T13:00:00Z"},
-            "closedAt": "2030-05-01T14:00:00Z", "recordMetadata": {"ticket": 42}})),
+                         "nextResponseDueAt": "2025-05-01T13:00:00Z"},
+            "closedAt": "2025-05-01T14:00:00Z", "recordMetadata": {"ticket": 42}})),
         )
         .await;
     assert_eq!(s, StatusCode::OK, "{body}");
@@ -199,8 +199,8 @@ async fn patch_updates_attributes_and_null_clears() {
     assert_eq!(c["teamId"], "team-eu");
     assert_eq!(c["metadata"]["tags"], json!(["shipping"]));
     assert_eq!(c["metadata"]["assignedToDisplayName"], "Kim");
-    assert_eq!(c["metadata"]["nextResponseDueAt"], "2030-05-01T13:00:00Z");
-    assert_eq!(c["closedAt"], "2030-05-01T14:00:00Z");
+    assert_eq!(c["metadata"]["nextResponseDueAt"], "2025-05-01T13:00:00Z");
+    assert_eq!(c["closedAt"], "2025-05-01T14:00:00Z");
     assert_eq!(c["recordMetadata"], json!({"ticket": 42}));
     let (_, body) = api
         .call(
@@ -227,7 +227,7 @@ async fn auth_and_tenancy() {
     assert_eq!(body["error"]["code"], "unauthorized");
     let (s, _) = api.call(Method::GET, &path, Some("wrong-token"), None).await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
-    let (s, _) = api.call(Method::PATCH, &path, Some("wrong-token"), Some(inbound("x", "2030-01-01T00:00:00Z"))).await;
+    let (s, _) = api.call(Method::PATCH, &path, Some("wrong-token"), Some(inbound("x", "2025-01-01T00:00:00Z"))).await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
     let (s, _) = api.call(Method::GET, "/internal/entry-points", None, None).await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
@@ -236,7 +236,7 @@ async fn auth_and_tenancy() {
     assert_eq!(s, StatusCode::NOT_FOUND);
     assert_eq!(body["error"]["code"], "not_found");
     assert!(!body.to_string().contains("shop"));
-    let (s, _) = api.call(Method::PATCH, &path, Some(OTHER_TOKEN), Some(inbound("y", "2030-01-01T00:00:00Z"))).await;
+    let (s, _) = api.call(Method::PATCH, &path, Some(OTHER_TOKEN), Some(inbound("y", "2025-01-01T00:00:00Z"))).await;
     assert_eq!(s, StatusCode::NOT_FOUND);
     let (_, list) = api.call(Method::GET, "/internal/entry-points", Some(OTHER_TOKEN), None).await;
     assert_eq!(list["entryPoints"], json!([]));
@@ -324,7 +324,7 @@ async fn every_error_code() {
         )
         .await;
     check(s, &b, StatusCode::CONFLICT, "conflict", "shop");
-    let (s, _) = api.call(Method::PATCH, &path, Some(TOKEN), Some(inbound("k-1", "2030-01-01T00:00:00Z"))).await;
+    let (s, _) = api.call(Method::PATCH, &path, Some(TOKEN), Some(inbound("k-1", "2025-01-01T00:00:00Z"))).await;
     assert_eq!(s, StatusCode::OK);
     let other = api.conversation().await;
     let (s, b) = api
@@ -332,7 +332,7 @@ async fn every_error_code() {
             Method::PATCH,
             &format!("/internal/conversations/{other}"),
             Some(TOKEN),
-            Some(inbound("k-1", "2030-01-01T00:00:00Z")),
+            Some(inbound("k-1", "2025-01-01T00:00:00Z")),
         )
         .await;
     check(s, &b, StatusCode::CONFLICT, "conflict", "k-1");
@@ -352,7 +352,7 @@ async fn health_readiness_and_metrics() {
         Method::PATCH,
         &format!("/internal/conversations/{id}"),
         Some(TOKEN),
-        Some(inbound("m", "2030-01-01T00:00:00Z")),
+        Some(inbound("m", "2025-01-01T00:00:00Z")),
     )
     .await;
     let text = |path: &'static str| {

@@ -20,7 +20,8 @@ async fn load(db: &TestDb, project: &str, id: Uuid) -> ConversationBundle {
 fn fingerprint(bundle: &ConversationBundle) -> Value {
     let mut v = serde_json::to_value(bundle).unwrap();
     let c = v["conversation"].as_object_mut().unwrap();
-    for k in ["conversationId", "createdAt", "updatedAt", "userId"] {
+    // lastActivityAt starts at the creation time (wall clock) when messages are older.
+    for k in ["conversationId", "createdAt", "updatedAt", "userId", "lastActivityAt"] {
         c.remove(k);
     }
     for m in v["messages"].as_array_mut().unwrap() {
@@ -39,18 +40,18 @@ async fn first_inbound_message_opens_a_conversation_and_sets_timestamps() {
     let ep = db.project_with_entry_point(P, ChannelType::Chat, "test", "C1").await;
     let out = update::apply(
         &db.pool,
-        &via_channel(P, ep, "t1", msg("m1", Direction::Inbound, "2030-01-01T10:00:00Z", "Hello there")),
+        &via_channel(P, ep, "t1", msg("m1", Direction::Inbound, "2025-01-01T10:00:00Z", "Hello there")),
     )
     .await
     .unwrap();
     assert_eq!(out.effect, Effect::Appended);
     let b = load(&db, P, out.conversation_id).await;
     let c = &b.conversation;
-    assert_eq!(c.last_message_at, Some(at("2030-01-01T10:00:00Z")));
-    assert_eq!(c.last_inbound_at, Some(at("2030-01-01T10:00:00Z")));
+    assert_eq!(c.last_message_at, Some(at("2025-01-01T10:00:00Z")));
+    assert_eq!(c.last_inbound_at, Some(at("2025-01-01T10:00:00Z")));
     assert_eq!(c.last_outbound_at, None);
-    assert_eq!(c.last_activity_at, at("2030-01-01T10:00:00Z"));
-    assert_eq!(c.metadata.last_customer_reply_at, Some(at("2030-01-01T10:00:00Z")));
+    assert!(c.last_activity_at >= at("2025-01-01T10:00:00Z"), "activity is at least the message time");
+    assert_eq!(c.metadata.last_customer_reply_at, Some(at("2025-01-01T10:00:00Z")));
     assert_eq!(c.preview.as_deref(), Some("Hello there"));
     assert_eq!(c.subject.as_deref(), Some("Order question"));
     assert_eq!(c.user_display_name.as_deref(), Some("Ada Customer"));
@@ -68,15 +69,15 @@ async fn same_thread_key_reuses_the_conversation() {
     let db = TestDb::new().await;
     let ep = db.project_with_entry_point(P, ChannelType::Chat, "test", "C1").await;
     let a =
-        update::apply(&db.pool, &via_channel(P, ep, "t1", msg("m1", Direction::Inbound, "2030-01-01T10:00:00Z", "a")))
+        update::apply(&db.pool, &via_channel(P, ep, "t1", msg("m1", Direction::Inbound, "2025-01-01T10:00:00Z", "a")))
             .await
             .unwrap();
     let b =
-        update::apply(&db.pool, &via_channel(P, ep, "t1", msg("m2", Direction::Outbound, "2030-01-01T10:05:00Z", "b")))
+        update::apply(&db.pool, &via_channel(P, ep, "t1", msg("m2", Direction::Outbound, "2025-01-01T10:05:00Z", "b")))
             .await
             .unwrap();
     let c =
-        update::apply(&db.pool, &via_channel(P, ep, "t2", msg("m3", Direction::Inbound, "2030-01-01T10:06:00Z", "c")))
+        update::apply(&db.pool, &via_channel(P, ep, "t2", msg("m3", Direction::Inbound, "2025-01-01T10:06:00Z", "c")))
             .await
             .unwrap();
     assert_eq!(a.conversation_id, b.conversation_id);
@@ -87,14 +88,13 @@ async fn same_thread_key_reuses_the_conversation() {
 async fn duplicate_key_changes_nothing_and_returns_the_same_conversation() {
     let db = TestDb::new().await;
     let ep = db.project_with_entry_point(P, ChannelType::Chat, "test", "C1").await;
-    let req = via_channel(P, ep, "t1", msg("m1", Direction::Inbound, "2030-01-01T10:00:00Z", "Hello"));
+    let req = via_channel(P, ep, "t1", msg("m1", Direction::Inbound, "2025-01-01T10:00:00Z", "Hello"));
     let first = update::apply(&db.pool, &req).await.unwrap();
     let before = load(&db, P, first.conversation_id).await;
-    // Same key, different content and a later time: still a no-op.
+    // Same key and content, another time (a re-publish with its publish time): still a no-op.
     let mut again = req.clone();
     if let Some(UpdateAction::Append(m)) = &mut again.action {
-        m.body = "changed".into();
-        m.occurred_at = at("2031-01-01T00:00:00Z");
+        m.occurred_at = at("2026-01-01T00:00:00Z");
     }
     let second = update::apply(&db.pool, &again).await.unwrap();
     assert_eq!(second.effect, Effect::Duplicate);
@@ -109,26 +109,26 @@ async fn out_of_order_messages_never_move_timestamps_back() {
     let ep = db.project_with_entry_point(P, ChannelType::Chat, "test", "C1").await;
     let new = update::apply(
         &db.pool,
-        &via_channel(P, ep, "t", msg("new", Direction::Inbound, "2030-01-02T00:00:00Z", "newest")),
+        &via_channel(P, ep, "t", msg("new", Direction::Inbound, "2025-01-02T00:00:00Z", "newest")),
     )
     .await
     .unwrap();
-    update::apply(&db.pool, &via_channel(P, ep, "t", msg("old", Direction::Inbound, "2030-01-01T00:00:00Z", "older")))
+    update::apply(&db.pool, &via_channel(P, ep, "t", msg("old", Direction::Inbound, "2025-01-01T00:00:00Z", "older")))
         .await
         .unwrap();
     update::apply(
         &db.pool,
-        &via_channel(P, ep, "t", msg("old-out", Direction::Outbound, "2030-01-01T06:00:00Z", "older reply")),
+        &via_channel(P, ep, "t", msg("old-out", Direction::Outbound, "2025-01-01T06:00:00Z", "older reply")),
     )
     .await
     .unwrap();
     let c = load(&db, P, new.conversation_id).await.conversation;
-    assert_eq!(c.last_message_at, Some(at("2030-01-02T00:00:00Z")));
-    assert_eq!(c.last_inbound_at, Some(at("2030-01-02T00:00:00Z")));
-    assert_eq!(c.last_outbound_at, Some(at("2030-01-01T06:00:00Z")));
-    assert_eq!(c.last_activity_at, at("2030-01-02T00:00:00Z"));
+    assert_eq!(c.last_message_at, Some(at("2025-01-02T00:00:00Z")));
+    assert_eq!(c.last_inbound_at, Some(at("2025-01-02T00:00:00Z")));
+    assert_eq!(c.last_outbound_at, Some(at("2025-01-01T06:00:00Z")));
+    assert!(c.last_activity_at >= at("2025-01-02T00:00:00Z"));
     assert_eq!(c.preview.as_deref(), Some("newest"), "preview follows the newest message");
-    assert_eq!(c.metadata.last_agent_reply_at, Some(at("2030-01-01T06:00:00Z")));
+    assert_eq!(c.metadata.last_agent_reply_at, Some(at("2025-01-01T06:00:00Z")));
 }
 
 #[tokio::test]
@@ -137,28 +137,28 @@ async fn first_response_is_the_first_outbound_after_an_inbound_and_stays() {
     let ep = db.project_with_entry_point(P, ChannelType::Chat, "test", "C1").await;
     // A proactive outbound message before the customer wrote is not a response.
     let c =
-        update::apply(&db.pool, &via_channel(P, ep, "t", msg("o0", Direction::Outbound, "2030-01-01T09:00:00Z", "hi")))
+        update::apply(&db.pool, &via_channel(P, ep, "t", msg("o0", Direction::Outbound, "2025-01-01T09:00:00Z", "hi")))
             .await
             .unwrap();
     let id = c.conversation_id;
     assert_eq!(load(&db, P, id).await.conversation.metadata.first_response_at, None);
-    update::apply(&db.pool, &via_channel(P, ep, "t", msg("i1", Direction::Inbound, "2030-01-01T10:00:00Z", "q")))
+    update::apply(&db.pool, &via_channel(P, ep, "t", msg("i1", Direction::Inbound, "2025-01-01T10:00:00Z", "q")))
         .await
         .unwrap();
     assert_eq!(load(&db, P, id).await.conversation.metadata.first_response_at, None);
-    update::apply(&db.pool, &via_channel(P, ep, "t", msg("o1", Direction::Outbound, "2030-01-01T10:30:00Z", "a")))
+    update::apply(&db.pool, &via_channel(P, ep, "t", msg("o1", Direction::Outbound, "2025-01-01T10:30:00Z", "a")))
         .await
         .unwrap();
-    assert_eq!(load(&db, P, id).await.conversation.metadata.first_response_at, Some(at("2030-01-01T10:30:00Z")));
-    update::apply(&db.pool, &via_channel(P, ep, "t", msg("i2", Direction::Inbound, "2030-01-01T11:00:00Z", "q2")))
+    assert_eq!(load(&db, P, id).await.conversation.metadata.first_response_at, Some(at("2025-01-01T10:30:00Z")));
+    update::apply(&db.pool, &via_channel(P, ep, "t", msg("i2", Direction::Inbound, "2025-01-01T11:00:00Z", "q2")))
         .await
         .unwrap();
-    update::apply(&db.pool, &via_channel(P, ep, "t", msg("o2", Direction::Outbound, "2030-01-01T11:30:00Z", "a2")))
+    update::apply(&db.pool, &via_channel(P, ep, "t", msg("o2", Direction::Outbound, "2025-01-01T11:30:00Z", "a2")))
         .await
         .unwrap();
     let c = load(&db, P, id).await.conversation;
-    assert_eq!(c.metadata.first_response_at, Some(at("2030-01-01T10:30:00Z")), "never changes after");
-    assert_eq!(c.metadata.last_agent_reply_at, Some(at("2030-01-01T11:30:00Z")));
+    assert_eq!(c.metadata.first_response_at, Some(at("2025-01-01T10:30:00Z")), "never changes after");
+    assert_eq!(c.metadata.last_agent_reply_at, Some(at("2025-01-01T11:30:00Z")));
 }
 
 #[tokio::test]
@@ -354,7 +354,7 @@ async fn edits_deletes_and_statuses_change_the_stored_message_forward_only() {
     let ep = db.project_with_entry_point(P, ChannelType::Chat, "test", "C1").await;
     let out = update::apply(
         &db.pool,
-        &via_channel(P, ep, "t", msg("m1", Direction::Outbound, "2030-01-01T00:00:00Z", "first text")),
+        &via_channel(P, ep, "t", msg("m1", Direction::Outbound, "2025-01-01T00:00:00Z", "first text")),
     )
     .await
     .unwrap();
@@ -368,8 +368,8 @@ async fn edits_deletes_and_statuses_change_the_stored_message_forward_only() {
     let edit = |body: &str, t: &str| {
         action(UpdateAction::Edit { idempotency_key: "m1".into(), body: body.into(), edited_at: at(t) })
     };
-    update::apply(&db.pool, &edit("second text", "2030-01-01T00:02:00Z")).await.unwrap();
-    update::apply(&db.pool, &edit("stale edit", "2030-01-01T00:01:00Z")).await.unwrap();
+    update::apply(&db.pool, &edit("second text", "2025-01-01T00:02:00Z")).await.unwrap();
+    update::apply(&db.pool, &edit("stale edit", "2025-01-01T00:01:00Z")).await.unwrap();
     let b = load(&db, P, out.conversation_id).await;
     assert_eq!(b.messages.len(), 1, "an edit is no new message");
     assert_eq!(b.messages[0].body, "second text");
@@ -377,13 +377,13 @@ async fn edits_deletes_and_statuses_change_the_stored_message_forward_only() {
     let status = |s: &str, t: &str| {
         action(UpdateAction::Status { idempotency_key: "m1".into(), status: s.into(), at: at(t), detail: None })
     };
-    update::apply(&db.pool, &status("read", "2030-01-01T00:05:00Z")).await.unwrap();
-    update::apply(&db.pool, &status("delivered", "2030-01-01T00:04:00Z")).await.unwrap();
+    update::apply(&db.pool, &status("read", "2025-01-01T00:05:00Z")).await.unwrap();
+    update::apply(&db.pool, &status("delivered", "2025-01-01T00:04:00Z")).await.unwrap();
     let b = load(&db, P, out.conversation_id).await;
     assert_eq!(b.messages[0].metadata["deliveryStatus"], "read");
     update::apply(
         &db.pool,
-        &action(UpdateAction::Delete { idempotency_key: "m1".into(), deleted_at: at("2030-01-01T00:06:00Z") }),
+        &action(UpdateAction::Delete { idempotency_key: "m1".into(), deleted_at: at("2025-01-01T00:06:00Z") }),
     )
     .await
     .unwrap();
@@ -399,7 +399,7 @@ fn history() -> Vec<common::TestMessage> {
             (
                 format!("k{i}"),
                 direction,
-                format!("2030-01-01T00:{:02}:{:02}Z", (i * 7) % 60, i % 60),
+                format!("2025-01-01T00:{:02}:{:02}Z", (i * 7) % 60, i % 60),
                 format!("body {i}"),
             )
         })
@@ -465,7 +465,7 @@ async fn concurrent_batches_over_shared_conversations_commit_everything_once() {
             for j in 0..25 {
                 let thread = format!("t{}", (j + batch * 2) % 5);
                 let key = format!("b{batch}-m{j}");
-                requests.push(via_channel(P, ep, &thread, msg(&key, Direction::Inbound, "2030-01-01T00:00:00Z", &key)));
+                requests.push(via_channel(P, ep, &thread, msg(&key, Direction::Inbound, "2025-01-01T00:00:00Z", &key)));
             }
             if batch % 2 == 1 {
                 requests.reverse();
@@ -488,16 +488,16 @@ async fn concurrent_batches_over_shared_conversations_commit_everything_once() {
 async fn a_batch_is_all_or_nothing_and_reports_outcomes_in_order() {
     let db = TestDb::new().await;
     let ep = db.project_with_entry_point(P, ChannelType::Chat, "test", "C1").await;
-    let good = via_channel(P, ep, "z", msg("g1", Direction::Inbound, "2030-01-01T00:00:00Z", "x"));
-    let dup = via_channel(P, ep, "a", msg("g1", Direction::Inbound, "2030-01-01T00:00:00Z", "x"));
+    let good = via_channel(P, ep, "z", msg("g1", Direction::Inbound, "2025-01-01T00:00:00Z", "x"));
+    let dup = via_channel(P, ep, "a", msg("g1", Direction::Inbound, "2025-01-01T00:00:00Z", "x"));
     let out = update::apply_batch(&db.pool, &[good.clone(), dup]).await.unwrap();
     // Batches apply in lock order, so which copy wins is not the caller's order; one does.
     let mut effects = vec![out[0].effect, out[1].effect];
     effects.sort_by_key(|e| *e == Effect::Duplicate);
     assert_eq!(effects, vec![Effect::Appended, Effect::Duplicate]);
     assert_eq!(out[0].conversation_id, out[1].conversation_id);
-    let bad = to_conversation(P, Uuid::new_v4(), msg("g2", Direction::Inbound, "2030-01-01T00:00:00Z", "x"));
-    let fresh = via_channel(P, ep, "y", msg("g3", Direction::Inbound, "2030-01-01T00:00:00Z", "x"));
+    let bad = to_conversation(P, Uuid::new_v4(), msg("g2", Direction::Inbound, "2025-01-01T00:00:00Z", "x"));
+    let fresh = via_channel(P, ep, "y", msg("g3", Direction::Inbound, "2025-01-01T00:00:00Z", "x"));
     assert!(update::apply_batch(&db.pool, &[fresh, bad]).await.is_err());
     let count: i64 = sqlx::query_scalar("SELECT count(*) FROM messages WHERE idempotency_key = 'g3'")
         .fetch_one(&db.pool)
@@ -513,7 +513,7 @@ fn arb_history() -> impl Strategy<Value = (Vec<common::TestMessage>, Vec<usize>)
             .enumerate()
             .map(|(i, (outbound, minute, _))| {
                 let d = if *outbound { Direction::Outbound } else { Direction::Inbound };
-                (format!("k{i}"), d, format!("2030-01-01T00:0{minute}:00Z"), format!("body {i}"))
+                (format!("k{i}"), d, format!("2025-01-01T00:0{minute}:00Z"), format!("body {i}"))
             })
             .collect();
         let n = messages.len();

@@ -74,9 +74,9 @@ async fn each_channel_type_reaches_a_conversation() {
     let chat = db.project_with_entry_point("p", ChannelType::Chat, "test", "C024BE91L").await;
     let hook = db.project_with_entry_point("p", ChannelType::Webhook, "webhook", "shop").await;
     let w = start_worker(&db.url, &broker, |_| {}).await;
-    broker.publish("email.test", Some("Support@Example.com"), &webhook("e1", "t", "2030-01-01T00:00:00Z")).await;
-    broker.publish("chat.test", Some("C024BE91L"), &webhook("c1", "t", "2030-01-01T00:00:00Z")).await;
-    broker.publish("webhook.webhook", Some("shop"), &webhook("w1", "t", "2030-01-01T00:00:00Z")).await;
+    broker.publish("email.test", Some("Support@Example.com"), &webhook("e1", "t", "2025-01-01T00:00:00Z")).await;
+    broker.publish("chat.test", Some("C024BE91L"), &webhook("c1", "t", "2025-01-01T00:00:00Z")).await;
+    broker.publish("webhook.webhook", Some("shop"), &webhook("w1", "t", "2025-01-01T00:00:00Z")).await;
     wait_until(30, "3 messages", || async { messages(&db.pool).await == 3 }).await;
     for (ep, key) in [(email, "e1"), (chat, "c1"), (hook, "w1")] {
         let conversation: uuid::Uuid = sqlx::query_scalar(
@@ -88,7 +88,7 @@ async fn each_channel_type_reaches_a_conversation() {
         .await
         .unwrap();
         let bundle = store::load_conversation(&db.pool, "p", conversation).await.unwrap().unwrap();
-        assert_eq!(bundle.conversation.last_inbound_at, Some(at("2030-01-01T00:00:00Z")));
+        assert_eq!(bundle.conversation.last_inbound_at, Some(at("2025-01-01T00:00:00Z")));
         assert_eq!(bundle.conversation.preview.as_deref(), Some(format!("message {key}").as_str()));
         assert_eq!(bundle.entry_points[0].id, ep);
     }
@@ -103,11 +103,11 @@ async fn bad_input_is_dead_lettered_with_a_reason_and_good_input_around_it_appli
     let broker = TestBroker::new().await;
     db.project_with_entry_point("p", ChannelType::Webhook, "webhook", "shop").await;
     let w = start_worker(&db.url, &broker, |s| s.max_message_bytes = 64 * 1024).await;
-    broker.publish("webhook.webhook", Some("shop"), &webhook("ok-1", "t", "2030-01-01T00:00:00Z")).await;
-    broker.publish("webhook.webhook", Some("nowhere"), &webhook("x-1", "t", "2030-01-01T00:00:00Z")).await;
+    broker.publish("webhook.webhook", Some("shop"), &webhook("ok-1", "t", "2025-01-01T00:00:00Z")).await;
+    broker.publish("webhook.webhook", Some("nowhere"), &webhook("x-1", "t", "2025-01-01T00:00:00Z")).await;
     broker.publish("webhook.webhook", Some("shop"), b"{\"id\": oops").await;
-    broker.publish("webhook.webhook", None, &webhook("x-2", "t", "2030-01-01T00:00:00Z")).await;
-    broker.publish("webhook.nope", Some("shop"), &webhook("x-3", "t", "2030-01-01T00:00:00Z")).await;
+    broker.publish("webhook.webhook", None, &webhook("x-2", "t", "2025-01-01T00:00:00Z")).await;
+    broker.publish("webhook.nope", Some("shop"), &webhook("x-3", "t", "2025-01-01T00:00:00Z")).await;
     broker.publish("webhook.webhook", Some("shop"), &vec![b' '; 100 * 1024]).await;
     broker
         .publish(
@@ -116,7 +116,7 @@ async fn bad_input_is_dead_lettered_with_a_reason_and_good_input_around_it_appli
             "{\"id\":\"nul\",\"direction\":\"inbound\",\"body\":\"a\\u0000b\"}".as_bytes(),
         )
         .await;
-    broker.publish("webhook.webhook", Some("shop"), &webhook("ok-2", "t", "2030-01-01T00:01:00Z")).await;
+    broker.publish("webhook.webhook", Some("shop"), &webhook("ok-2", "t", "2025-01-01T00:01:00Z")).await;
     wait_until(30, "5 dead letters", || async { broker.depth(&broker.topology.dead_queue).await == 5 }).await;
     wait_until(30, "3 good messages", || async { messages(&db.pool).await == 3 }).await;
     // PostgreSQL cannot store U+0000: the message is kept with U+FFFD in its place.
@@ -138,7 +138,7 @@ async fn bad_input_is_dead_lettered_with_a_reason_and_good_input_around_it_appli
     assert_eq!(unknown.routing_key, "webhook.webhook");
     assert!(unknown.error.contains("nowhere"), "{}", unknown.error);
     assert!(unknown.first_seen.is_some() && unknown.dead_at.is_some());
-    assert_eq!(unknown.body, webhook("x-1", "t", "2030-01-01T00:00:00Z"), "the original body is kept");
+    assert_eq!(unknown.body, webhook("x-1", "t", "2025-01-01T00:00:00Z"), "the original body is kept");
     w.stop().await;
     broker.cleanup().await;
 }
@@ -149,12 +149,12 @@ async fn duplicates_redeliveries_and_replays_apply_once() {
     let broker = TestBroker::new().await;
     let w = start_worker(&db.url, &broker, |_| {}).await;
     // Dead-lettered first: its entry point does not exist yet.
-    broker.publish("webhook.webhook", Some("late"), &webhook("r-1", "t", "2030-01-01T00:00:00Z")).await;
+    broker.publish("webhook.webhook", Some("late"), &webhook("r-1", "t", "2025-01-01T00:00:00Z")).await;
     wait_until(30, "a dead letter", || async { broker.depth(&broker.topology.dead_queue).await == 1 }).await;
     db.project_with_entry_point("p", ChannelType::Webhook, "webhook", "late").await;
     // The same message published three more times.
     for _ in 0..3 {
-        broker.publish("webhook.webhook", Some("late"), &webhook("r-1", "t", "2030-01-01T00:00:00Z")).await;
+        broker.publish("webhook.webhook", Some("late"), &webhook("r-1", "t", "2025-01-01T00:00:00Z")).await;
     }
     wait_until(30, "the message", || async { messages(&db.pool).await == 1 }).await;
     // Replay the dead letter: recognised, changes nothing.
@@ -180,7 +180,7 @@ async fn replay_by_reason_applies_after_the_entry_point_exists() {
     let w = start_worker(&db.url, &broker, |_| {}).await;
     for i in 0..5 {
         broker
-            .publish("webhook.webhook", Some("new-shop"), &webhook(&format!("m{i}"), "t", "2030-01-01T00:00:00Z"))
+            .publish("webhook.webhook", Some("new-shop"), &webhook(&format!("m{i}"), "t", "2025-01-01T00:00:00Z"))
             .await;
     }
     broker.publish("webhook.webhook", Some("new-shop"), b"not json").await;
@@ -202,29 +202,31 @@ async fn replay_by_reason_applies_after_the_entry_point_exists() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn retryable_failures_back_off_then_apply_or_dead_letter() {
+async fn an_edit_before_its_message_is_parked_then_applied_or_expired() {
     let db = TestDb::new().await;
     let broker = TestBroker::new().await;
     db.project_with_entry_point("p", ChannelType::Chat, "edits", "C1").await;
     db.project_with_entry_point("p", ChannelType::Chat, "test", "C1b").await;
     let w = start_worker(&db.url, &broker, |_| {}).await;
-    // An edit of a message that never comes: retried twice (200ms, 400ms), then dead.
+    // An edit of a message that never comes: parked, not retried nor dead-lettered.
     broker.publish("chat.edits", Some("C1"), b"never").await;
-    wait_until(30, "retries exhausted", || async { broker.depth(&broker.topology.dead_queue).await == 1 }).await;
-    let dead = broker.dead_letters().await.remove(0);
-    assert_eq!(dead.reason, "retries_exhausted");
-    assert_eq!(dead.attempts, 3);
-    assert!(dead.error.contains("unknown_message"), "{}", dead.error);
-    assert_eq!(dead.routing_key, "chat.edits");
-    // An edit that arrives just before its message: applied on a retry.
+    wait_until(30, "edit parked", || async { count(&db.pool, "SELECT count(*) FROM parked_updates").await == 1 }).await;
+    // An edit that arrives before its message: applied in the message's transaction.
     broker.publish("chat.edits", Some("C1"), b"soon").await;
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    broker.publish("chat.test", Some("C1b"), &webhook("soon", "t", "2030-01-01T00:00:00Z")).await;
+    wait_until(30, "second edit parked", || async {
+        count(&db.pool, "SELECT count(*) FROM parked_updates").await == 2
+    })
+    .await;
+    broker.publish("chat.test", Some("C1b"), &webhook("soon", "t", "2025-01-01T00:00:00Z")).await;
     wait_until(30, "edit applied", || async {
         count(&db.pool, "SELECT count(*) FROM messages WHERE idempotency_key = 'soon' AND body = 'edited'").await == 1
     })
     .await;
-    assert_eq!(broker.depth(&broker.topology.dead_queue).await, 1);
+    assert_eq!(count(&db.pool, "SELECT count(*) FROM parked_updates WHERE idempotency_key = 'soon'").await, 0);
+    assert_eq!(broker.depth(&broker.topology.dead_queue).await, 0, "nothing dead-lettered");
+    // What waits too long expires (the worker's sweeper does this with INTAKE_PARKED_MAX_AGE).
+    let report = intake::update::sweep_parked(&db.pool, Duration::ZERO).await.unwrap();
+    assert_eq!((report.expired, report.waiting), (1, 0));
     w.stop().await;
     broker.cleanup().await;
 }
@@ -235,7 +237,7 @@ async fn a_database_outage_delays_but_loses_nothing() {
     let broker = TestBroker::new().await;
     db.project_with_entry_point("p", ChannelType::Webhook, "webhook", "shop").await;
     let w = start_worker(&db.url, &broker, |_| {}).await;
-    broker.publish("webhook.webhook", Some("shop"), &webhook("before", "t", "2030-01-01T00:00:00Z")).await;
+    broker.publish("webhook.webhook", Some("shop"), &webhook("before", "t", "2025-01-01T00:00:00Z")).await;
     wait_until(30, "first message", || async { messages(&db.pool).await == 1 }).await;
 
     // Take the database away: refuse new connections and cut the open ones.
@@ -248,7 +250,7 @@ async fn a_database_outage_delays_but_loses_nothing() {
         .unwrap();
     for i in 0..20 {
         broker
-            .publish("webhook.webhook", Some("shop"), &webhook(&format!("during-{i}"), "t", "2030-01-01T00:00:00Z"))
+            .publish("webhook.webhook", Some("shop"), &webhook(&format!("during-{i}"), "t", "2025-01-01T00:00:00Z"))
             .await;
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -277,7 +279,7 @@ async fn graceful_shutdown_loses_nothing() {
                     (
                         "webhook.webhook".into(),
                         shop(),
-                        webhook(&format!("g{i}"), &format!("t{}", i % 7), "2030-01-01T00:00:00Z"),
+                        webhook(&format!("g{i}"), &format!("t{}", i % 7), "2025-01-01T00:00:00Z"),
                     )
                 })
                 .collect(),
@@ -310,7 +312,7 @@ async fn two_workers_on_one_queue_keep_every_conversation_right() {
     for i in 0..600u32 {
         let thread = format!("t{}", i % 6);
         let minute = (i * 37) % 600;
-        let t = format!("2030-01-01T{:02}:{:02}:00Z", minute / 60, minute % 60);
+        let t = format!("2025-01-01T{:02}:{:02}:00Z", minute / 60, minute % 60);
         let e = expected_last.entry(thread.clone()).or_insert_with(|| t.clone());
         if t > *e {
             *e = t.clone();
@@ -352,9 +354,9 @@ async fn quorum_queues_work_the_same() {
     let broker = TestBroker::with_topology(topology).await;
     db.project_with_entry_point("p", ChannelType::Webhook, "webhook", "shop").await;
     let w = start_worker(&db.url, &broker, |_| {}).await;
-    broker.publish("webhook.webhook", Some("shop"), &webhook("q1", "t", "2030-01-01T00:00:00Z")).await;
-    broker.publish("webhook.webhook", Some("shop"), &webhook("q1", "t", "2030-01-01T00:00:00Z")).await;
-    broker.publish("webhook.webhook", Some("nowhere"), &webhook("q2", "t", "2030-01-01T00:00:00Z")).await;
+    broker.publish("webhook.webhook", Some("shop"), &webhook("q1", "t", "2025-01-01T00:00:00Z")).await;
+    broker.publish("webhook.webhook", Some("shop"), &webhook("q1", "t", "2025-01-01T00:00:00Z")).await;
+    broker.publish("webhook.webhook", Some("nowhere"), &webhook("q2", "t", "2025-01-01T00:00:00Z")).await;
     wait_until(30, "one message", || async { messages(&db.pool).await == 1 }).await;
     wait_until(30, "one dead letter", || async { broker.depth(&broker.topology.dead_queue).await == 1 }).await;
     w.stop().await;
@@ -389,7 +391,7 @@ async fn the_worker_reconnects_when_the_broker_drops_it() {
     let broker = TestBroker::new().await;
     db.project_with_entry_point("p", ChannelType::Webhook, "webhook", "shop").await;
     let w = start_worker(&db.url, &broker, |_| {}).await;
-    broker.publish("webhook.webhook", Some("shop"), &webhook("before", "t", "2030-01-01T00:00:00Z")).await;
+    broker.publish("webhook.webhook", Some("shop"), &webhook("before", "t", "2025-01-01T00:00:00Z")).await;
     wait_until(30, "first message", || async { messages(&db.pool).await == 1 }).await;
     let prefix = broker.topology.queue_prefix.clone();
     let closed = tokio::task::spawn_blocking(move || close_broker_connections(&format!("intake-worker {prefix}")))
@@ -401,7 +403,7 @@ async fn the_worker_reconnects_when_the_broker_drops_it() {
             (
                 "webhook.webhook".to_owned(),
                 Some("shop".to_owned()),
-                webhook(&format!("after-{i}"), "t", "2030-01-01T00:00:00Z"),
+                webhook(&format!("after-{i}"), "t", "2025-01-01T00:00:00Z"),
             )
         })
         .collect();

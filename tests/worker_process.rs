@@ -17,7 +17,7 @@ fn spawn_worker(db: &TestDb, broker: &TestBroker) -> Child {
 fn body(i: usize) -> Vec<u8> {
     serde_json::to_vec(&json!({"id": format!("k-{i}"), "conversationKey": format!("t{}", i % 13),
         "direction": if i.is_multiple_of(4) { "outbound" } else { "inbound" },
-        "body": format!("message {i}"), "occurredAt": format!("2030-01-01T00:{:02}:{:02}Z", (i / 60) % 60, i % 60)}))
+        "body": format!("message {i}"), "occurredAt": format!("2025-01-01T00:{:02}:{:02}Z", (i / 60) % 60, i % 60)}))
     .unwrap()
 }
 

@@ -119,8 +119,8 @@ pub struct Attachment {
     pub url: Option<String>,
     #[serde(default)]
     pub inline: bool,
-    /// Where the runtime stored the content (set by intake, not by adapters).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Where the runtime stored the content (set by intake, never taken from input).
+    #[serde(default, skip_deserializing, skip_serializing_if = "Option::is_none")]
     pub storage_key: Option<String>,
     /// The bytes, when the adapter was asked to keep them; never serialized.
     #[serde(skip)]
@@ -446,6 +446,7 @@ mod tests {
                 occurred_at: Utc::now(),
                 is_auto_reply: false,
                 metadata,
+                fingerprint: None,
             }),
         };
         assert!(update.replace_nul());

@@ -61,13 +61,14 @@ pub struct AmqpArgs {
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     let (number, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
-    let n: u64 = number.parse().map_err(|_| format!("`{s}` is not a duration like 500ms, 5s, 2m or 1h"))?;
+    let n: u64 = number.parse().map_err(|_| format!("`{s}` is not a duration like 500ms, 5s, 2m, 1h or 7d"))?;
     match unit {
         "ms" => Ok(Duration::from_millis(n)),
         "s" | "" => Ok(Duration::from_secs(n)),
         "m" => Ok(Duration::from_secs(n * 60)),
         "h" => Ok(Duration::from_secs(n * 3600)),
-        _ => Err(format!("`{s}`: unknown unit `{unit}` (use ms, s, m or h)")),
+        "d" => Ok(Duration::from_secs(n * 86400)),
+        _ => Err(format!("`{s}`: unknown unit `{unit}` (use ms, s, m, h or d)")),
     }
 }
 

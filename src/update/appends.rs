@@ -1,5 +1,6 @@
 //! The set-based path: a batch of plain new messages in a few statements.
 
+use super::parked::unpark;
 use super::*;
 use intake_adapters::{Direction, NormalizedMessage, UpdateAction};
 use sqlx::PgConnection;
@@ -10,18 +11,21 @@ use uuid::Uuid;
 /// instead of several per message, with the same result as applying them one by one in
 /// `order`: duplicates are found first, conversations are locked (or created) together,
 /// customers are upserted once each with the values the last message would have left, the
-/// messages are inserted together, and the conversation rows are folded in rounds.
+/// messages are inserted together, and the conversation rows are folded in rounds. `None`
+/// (before anything is written) when a key comes back with other content: the one-at-a-time
+/// path stores such a message under a derived key.
 pub(super) async fn apply_appends(
     conn: &mut PgConnection,
     requests: &[UpdateRequest],
     order: &[usize],
-) -> Result<Vec<UpdateOutcome>, UpdateError> {
+) -> Result<Option<Vec<UpdateOutcome>>, UpdateError> {
     struct Item<'a> {
         index: usize,
         project: &'a str,
         entry_point_id: Uuid,
         thread_key: &'a str,
         message: &'a NormalizedMessage,
+        fingerprint: String,
     }
     for &i in order {
         validate(&requests[i])?;
@@ -36,17 +40,18 @@ pub(super) async fn apply_appends(
                 unreachable!("checked by appends_only")
             };
             let thread_key = thread.key.as_deref().unwrap_or(&message.idempotency_key);
-            Item { index, project: &r.project_id, entry_point_id: *entry_point_id, thread_key, message }
+            let fingerprint = message.fingerprint();
+            Item { index, project: &r.project_id, entry_point_id: *entry_point_id, thread_key, message, fingerprint }
         })
         .collect();
     let mut outcomes: Vec<Option<UpdateOutcome>> = vec![None; requests.len()];
 
     // Messages stored before (a redelivery): nothing changes.
-    let existing: Vec<(String, String, Uuid, Uuid)> = sqlx::query_as(
-        "SELECT k.project, k.key, m.id, m.conversation_id
+    let existing: Vec<(String, String, Uuid, Uuid, bool, Option<String>)> = sqlx::query_as(
+        "SELECT k.project, k.key, m.id, m.conversation_id, m.by_external_id, m.fingerprint
            FROM unnest($1::text[], $2::text[]) AS k(project, key)
            CROSS JOIN LATERAL (
-             SELECT id, conversation_id FROM messages
+             SELECT id, conversation_id, idempotency_key <> k.key AS by_external_id, fingerprint FROM messages
               WHERE project_id = k.project AND (idempotency_key = k.key OR external_id = k.key)
               ORDER BY (idempotency_key = k.key) DESC LIMIT 1) m",
     )
@@ -54,15 +59,26 @@ pub(super) async fn apply_appends(
     .bind(items.iter().map(|i| i.message.idempotency_key.as_str()).collect::<Vec<_>>())
     .fetch_all(&mut *conn)
     .await?;
-    let existing: HashMap<(&str, &str), (Uuid, Uuid)> =
-        existing.iter().map(|(p, k, m, c)| ((p.as_str(), k.as_str()), (*m, *c))).collect();
+    let existing: HashMap<(String, String), StoredMessage> = existing
+        .into_iter()
+        .map(|(project, key, id, conversation_id, by_external_id, fingerprint)| {
+            ((project, key), StoredMessage { id, conversation_id, by_external_id, fingerprint })
+        })
+        .collect();
     let mut fresh = Vec::with_capacity(items.len());
     for item in items {
-        if let Some(&(message_id, conversation_id)) =
-            existing.get(&(item.project, item.message.idempotency_key.as_str()))
-        {
-            outcomes[item.index] =
-                Some(UpdateOutcome { conversation_id, message_id: Some(message_id), effect: Effect::Duplicate });
+        let stored = (!existing.is_empty())
+            .then(|| existing.get(&(item.project.to_owned(), item.message.idempotency_key.clone())))
+            .flatten();
+        if let Some(stored) = stored {
+            if !stored.is_copy_of(&item.fingerprint) {
+                return Ok(None);
+            }
+            outcomes[item.index] = Some(UpdateOutcome {
+                conversation_id: stored.conversation_id,
+                message_id: Some(stored.id),
+                effect: Effect::Duplicate,
+            });
         } else {
             fresh.push(item);
         }
@@ -220,10 +236,11 @@ pub(super) async fn apply_appends(
         sqlx::query_as(
             "INSERT INTO messages (id, project_id, conversation_id, entry_point_id, idempotency_key, direction,
                                    is_auto_reply, sender_id, sender_display_name, sender_primary_email, customer_id,
-                                   user_id, team_id, subject, body, attachments, metadata, occurred_at)
+                                   user_id, team_id, subject, body, attachments, metadata, occurred_at, fingerprint)
              SELECT * FROM unnest($1::uuid[], $2::text[], $3::uuid[], $4::uuid[], $5::text[], $6::text[], $7::bool[],
                                   $8::text[], $9::text[], $10::text[], $11::uuid[], $12::text[], $13::text[],
-                                  $14::text[], $15::text[], $16::jsonb[], $17::jsonb[], $18::timestamptz[])
+                                  $14::text[], $15::text[], $16::jsonb[], $17::jsonb[], $18::timestamptz[],
+                                  $19::text[])
              ON CONFLICT (project_id, idempotency_key) DO NOTHING RETURNING project_id, idempotency_key",
         )
         .bind(&ids)
@@ -249,6 +266,7 @@ pub(super) async fn apply_appends(
         )
         .bind(fresh.iter().map(|i| serde_json::Value::Object(i.message.metadata.clone())).collect::<Vec<_>>())
         .bind(fresh.iter().map(|i| i.message.occurred_at).collect::<Vec<_>>())
+        .bind(fresh.iter().map(|i| i.fingerprint.as_str()).collect::<Vec<_>>())
         .fetch_all(&mut *conn)
         .await?
     };
@@ -261,11 +279,17 @@ pub(super) async fn apply_appends(
     for (n, item) in fresh.iter().enumerate() {
         let key = item.message.idempotency_key.as_str();
         if !inserted.contains(&(item.project, key)) {
-            let (message_id, conversation_id) = find_message(conn, item.project, key)
-                .await?
-                .ok_or_else(|| UpdateError::MessageNotFound(key.to_owned()))?;
-            outcomes[item.index] =
-                Some(UpdateOutcome { conversation_id, message_id: Some(message_id), effect: Effect::Duplicate });
+            // A concurrent transaction stored this key first: a copy, or (run the batch again,
+            // and the one-at-a-time path derives a key) another message.
+            let stored = find_stored(conn, item.project, key).await?.ok_or(sqlx::Error::RowNotFound)?;
+            if !stored.is_copy_of(&item.fingerprint) {
+                return Err(sqlx::Error::RowNotFound.into());
+            }
+            outcomes[item.index] = Some(UpdateOutcome {
+                conversation_id: stored.conversation_id,
+                message_id: Some(stored.id),
+                effect: Effect::Duplicate,
+            });
             continue;
         }
         let conversation_id = conversation_ids[n];
@@ -281,7 +305,14 @@ pub(super) async fn apply_appends(
     for round in rounds {
         round.execute(conn).await?;
     }
-    Ok(outcomes.into_iter().map(|o| o.expect("every request applied")).collect())
+    let appended: Vec<(&str, &str, Uuid, Uuid)> = fresh
+        .iter()
+        .enumerate()
+        .filter(|(_, item)| inserted.contains(&(item.project, item.message.idempotency_key.as_str())))
+        .map(|(n, item)| (item.project, item.message.idempotency_key.as_str(), ids[n], conversation_ids[n]))
+        .collect();
+    unpark(conn, &appended).await?;
+    Ok(Some(outcomes.into_iter().map(|o| o.expect("every request applied")).collect()))
 }
 
 /// Lock the conversations of these threads that exist, in id order; record their ids.

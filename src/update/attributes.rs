@@ -26,6 +26,10 @@ pub(super) async fn update_attributes(
     set!(changes.first_response_due_at, "first_response_due_at");
     set!(changes.next_response_due_at, "next_response_due_at");
     set!(changes.user_id, "user_id");
+    if let Some(user_id) = &changes.user_id {
+        // The caller's userId stays until the caller changes it; cleared, the customer's returns.
+        q.push(", user_id_from_caller = ").push_bind(user_id.is_some());
+    }
     set!(changes.team_id, "team_id");
     set!(changes.closed_at, "closed_at");
     if let Some(record) = &changes.record_metadata {

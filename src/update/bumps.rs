@@ -88,7 +88,7 @@ impl Bumps {
                                THEN m.key ELSE c.preview_key END,
             preview_at = GREATEST(c.preview_at, m.at),
             subject = COALESCE(c.subject, m.subject),
-            user_id = CASE WHEN NOT m.customer_reply THEN c.user_id
+            user_id = CASE WHEN NOT m.customer_reply OR c.user_id_from_caller THEN c.user_id
                            WHEN c.profile_at IS NULL OR m.at >= c.profile_at THEN COALESCE(m.customer_id, c.user_id)
                            ELSE COALESCE(c.user_id, m.customer_id) END,
             user_display_name = CASE WHEN NOT m.customer_reply THEN c.user_display_name

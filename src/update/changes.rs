@@ -37,16 +37,17 @@ pub(super) async fn change_message(
             }
             *edited_at
         }
-        UpdateAction::Delete { deleted_at, .. } => {
+        UpdateAction::Delete { idempotency_key, deleted_at } => {
             sqlx::query(
                 "UPDATE messages SET body = '', updated_at = now(),
-                        metadata = metadata || jsonb_build_object('deletedAt', $2::timestamptz)
+                        metadata = (metadata - 'previewText') || jsonb_build_object('deletedAt', $2::timestamptz)
                   WHERE id = $1 AND metadata->>'deletedAt' IS NULL",
             )
             .bind(message_id)
             .bind(deleted_at)
             .execute(&mut *conn)
             .await?;
+            unpreview(conn, conversation_id, idempotency_key).await?;
             *deleted_at
         }
         UpdateAction::Status { status, at, detail, .. } => {
@@ -71,6 +72,36 @@ pub(super) async fn change_message(
         UpdateAction::Append(_) => unreachable!("appends are handled by apply_in"),
     };
     touch(conn, conversation_id, at).await
+}
+
+/// A deleted message's text must not stay in the conversation list: when the preview came
+/// from it, show the newest remaining message instead (or nothing). `preview_at`/`preview_key`
+/// stay, so the preview still only follows newer messages.
+async fn unpreview(conn: &mut PgConnection, conversation_id: Uuid, key: &str) -> Result<(), sqlx::Error> {
+    let shows_it: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM conversations WHERE id = $1 AND preview_key = $2)")
+            .bind(conversation_id)
+            .bind(key)
+            .fetch_one(&mut *conn)
+            .await?;
+    if !shows_it {
+        return Ok(());
+    }
+    let newest: Option<String> = sqlx::query_scalar(
+        "SELECT coalesce(metadata->>'previewText', body) FROM messages
+          WHERE conversation_id = $1 AND metadata->>'deletedAt' IS NULL
+            AND coalesce(delivery_state, 'sent') = 'sent'
+          ORDER BY occurred_at DESC, idempotency_key DESC LIMIT 1",
+    )
+    .bind(conversation_id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    sqlx::query("UPDATE conversations SET preview = $2, updated_at = now() WHERE id = $1")
+        .bind(conversation_id)
+        .bind(newest.map(|text| preview_of(&text, PREVIEW_CHARS)))
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
 }
 
 /// The stored message a settled delivery status refers to.

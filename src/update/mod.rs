@@ -14,6 +14,8 @@
 //! Concurrency: every change takes the conversation row lock (`SELECT … FOR UPDATE`) before it
 //! reads or writes anything derived, so concurrent workers serialise per conversation.
 
+use std::sync::atomic::{AtomicI64, Ordering};
+
 use chrono::{DateTime, Utc};
 use intake_adapters::{ThreadRef, UpdateAction};
 
@@ -24,6 +26,21 @@ use uuid::Uuid;
 pub const PREVIEW_CHARS: usize = 200;
 /// How often a batch is retried after a deadlock or serialization failure.
 const DEADLOCK_RETRIES: usize = 3;
+/// Longest idempotency key (`message.id`, a Message-ID, an edit's or status's key).
+pub const MAX_KEY_BYTES: usize = 998;
+/// Longest thread key, sender id or sender address: each is a key of a btree index, which
+/// PostgreSQL cannot hold beyond ~2.7 KB (SQLSTATE 54000), so longer ones are refused up front.
+pub const MAX_INDEXED_BYTES: usize = 1000;
+
+/// Message times further in the future than this (seconds) are clamped to the receive time
+/// (`INTAKE_MAX_FUTURE_SKEW`): a date of 2099 would otherwise freeze every forward-only
+/// timestamp of its conversation for good.
+static MAX_FUTURE_SKEW_SECS: AtomicI64 = AtomicI64::new(24 * 3600);
+
+/// Set the allowed future skew of message times for this process.
+pub fn set_max_future_skew(skew: std::time::Duration) {
+    MAX_FUTURE_SKEW_SECS.store(i64::try_from(skew.as_secs()).unwrap_or(i64::MAX), Ordering::Relaxed);
+}
 
 /// Which conversation an update is for.
 #[derive(Debug, Clone, PartialEq)]
@@ -63,6 +80,10 @@ pub struct MessageExtras {
     /// intake delivers this outbound message itself (email over SMTP): store it as pending and
     /// move no timestamp until a `Status { status: "sent" }` says the channel accepted it.
     pub pending_delivery: bool,
+    /// The caller chose the key (HTTP API): the same key with other content is refused
+    /// ([`UpdateError::KeyReused`]) instead of being stored as another message under a derived
+    /// key, as channel traffic is (a reused Message-ID).
+    pub reject_reused_key: bool,
 }
 
 /// Delivery statuses that settle a pending outbound message.
@@ -87,6 +108,9 @@ pub enum Effect {
     Duplicate,
     MessageChanged,
     AttributesChanged,
+    /// An edit, delete or status whose message has not arrived: kept in `parked_updates` and
+    /// applied when the message comes (`conversation_id` is nil then).
+    Parked,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -104,17 +128,27 @@ pub enum UpdateError {
     MessageNotFound(String),
     #[error("idempotency key `{key}` is already used by a message of another conversation")]
     KeyConflict { key: String },
+    #[error("message id `{key}` was already used for a message with other content")]
+    KeyReused { key: String },
     #[error("invalid update: {0}")]
     Invalid(String),
+    #[error("{field} is {bytes} bytes, over the {limit}-byte limit")]
+    TooLong { field: &'static str, bytes: usize, limit: usize },
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
 }
 
 impl UpdateError {
-    /// Deadlocks and serialization failures go away when the transaction is tried again.
+    /// Deadlocks, serialization failures and a row a concurrent transaction was creating
+    /// (`RowNotFound` after losing an insert race) go away when the transaction is tried again.
     fn is_retryable_conflict(&self) -> bool {
-        matches!(self, UpdateError::Database(sqlx::Error::Database(e))
-            if matches!(e.code().as_deref(), Some("40P01") | Some("40001")))
+        match self {
+            UpdateError::Database(sqlx::Error::Database(e)) => {
+                matches!(e.code().as_deref(), Some("40P01") | Some("40001"))
+            }
+            UpdateError::Database(sqlx::Error::RowNotFound) => true,
+            _ => false,
+        }
     }
 }
 
@@ -128,6 +162,8 @@ pub async fn apply(pool: &PgPool, request: &UpdateRequest) -> Result<UpdateOutco
 /// sorted by conversation so that concurrent batches take row locks in the same order; the
 /// outcomes come back in the caller's order. A deadlock is retried a few times.
 pub async fn apply_batch(pool: &PgPool, requests: &[UpdateRequest]) -> Result<Vec<UpdateOutcome>, UpdateError> {
+    let clamped = clamp_future_times(requests, Utc::now());
+    let requests = clamped.as_deref().unwrap_or(requests);
     let mut order: Vec<usize> = (0..requests.len()).collect();
     order.sort_by_cached_key(|&i| lock_key(&requests[i]));
     let mut attempt = 0;
@@ -149,14 +185,18 @@ async fn apply_batch_once(
     order: &[usize],
 ) -> Result<Vec<UpdateOutcome>, UpdateError> {
     let mut tx = pool.begin().await?;
-    let outcomes = if appends_only(requests) {
-        apply_appends(&mut tx, requests, order).await?
-    } else {
-        let mut outcomes = vec![None; requests.len()];
-        for &i in order {
-            outcomes[i] = Some(apply_in(&mut tx, &requests[i]).await?);
+    // The set-based path declines (before writing anything) when a key comes back with other
+    // content; the one-at-a-time path stores that message under a derived key.
+    let set_based = if appends_only(requests) { apply_appends(&mut tx, requests, order).await? } else { None };
+    let outcomes = match set_based {
+        Some(outcomes) => outcomes,
+        None => {
+            let mut outcomes = vec![None; requests.len()];
+            for &i in order {
+                outcomes[i] = Some(apply_in(&mut tx, &requests[i]).await?);
+            }
+            outcomes.into_iter().map(|o| o.expect("every request applied")).collect()
         }
-        outcomes.into_iter().map(|o| o.expect("every request applied")).collect()
     };
     tx.commit().await?;
     Ok(outcomes)
@@ -199,13 +239,67 @@ fn action_key(action: &UpdateAction) -> &str {
     }
 }
 
+/// Copies of `requests` with every message time further than the allowed skew after `now`
+/// moved to `now` (the original kept as `metadata.originalOccurredAt` on appended messages);
+/// `None` when no time needs it (the usual case: nothing is copied).
+fn clamp_future_times(requests: &[UpdateRequest], now: DateTime<Utc>) -> Option<Vec<UpdateRequest>> {
+    let limit = now + chrono::Duration::seconds(MAX_FUTURE_SKEW_SECS.load(Ordering::Relaxed));
+    let time_of = |r: &UpdateRequest| match &r.action {
+        Some(UpdateAction::Append(m)) => Some(m.occurred_at),
+        Some(UpdateAction::Edit { edited_at: at, .. })
+        | Some(UpdateAction::Delete { deleted_at: at, .. })
+        | Some(UpdateAction::Status { at, .. }) => Some(*at),
+        None => None,
+    };
+    if !requests.iter().any(|r| time_of(r).is_some_and(|t| t > limit)) {
+        return None;
+    }
+    let mut copies = requests.to_vec();
+    for request in &mut copies {
+        let at = match &mut request.action {
+            Some(UpdateAction::Append(m)) if m.occurred_at > limit => {
+                m.metadata.insert("originalOccurredAt".into(), serde_json::Value::String(m.occurred_at.to_rfc3339()));
+                &mut m.occurred_at
+            }
+            Some(UpdateAction::Edit { edited_at: at, .. })
+            | Some(UpdateAction::Delete { deleted_at: at, .. })
+            | Some(UpdateAction::Status { at, .. })
+                if *at > limit =>
+            {
+                at
+            }
+            _ => continue,
+        };
+        tracing::info!(original = %at, "message time in the future clamped to the receive time");
+        *at = now;
+    }
+    Some(copies)
+}
+
 fn validate(request: &UpdateRequest) -> Result<(), UpdateError> {
-    if let Some(UpdateAction::Append(m)) = &request.action {
-        if m.idempotency_key.trim().is_empty() {
+    let too_long = |field: &'static str, value: &str, limit: usize| {
+        (value.len() > limit).then_some(UpdateError::TooLong { field, bytes: value.len(), limit })
+    };
+    if let Some(action) = &request.action {
+        let key = action_key(action);
+        if key.trim().is_empty() {
             return Err(UpdateError::Invalid("message.id must not be empty".into()));
         }
-        if m.idempotency_key.len() > 998 {
-            return Err(UpdateError::Invalid("message.id is longer than 998 bytes".into()));
+        if let Some(e) = too_long("the message id", key, MAX_KEY_BYTES) {
+            return Err(e);
+        }
+    }
+    if let Target::Channel { thread, .. } = &request.target {
+        if let Some(e) = thread.key.as_deref().and_then(|k| too_long("the thread key", k, MAX_INDEXED_BYTES)) {
+            return Err(e);
+        }
+    }
+    if let Some(UpdateAction::Append(m)) = &request.action {
+        let sender = &m.sender;
+        if let Some(e) = sender.id.as_deref().and_then(|v| too_long("sender.id", v, MAX_INDEXED_BYTES)).or_else(|| {
+            sender.primary_email.as_deref().and_then(|v| too_long("sender.primaryEmail", v, MAX_INDEXED_BYTES))
+        }) {
+            return Err(e);
         }
     }
     if request.action.is_none() && request.attributes.is_empty() {
@@ -232,6 +326,7 @@ mod attributes;
 mod bumps;
 mod changes;
 mod one;
+mod parked;
 #[cfg(test)]
 mod tests;
 
@@ -240,4 +335,5 @@ use attributes::update_attributes;
 use bumps::{bump_for_message, Bumps};
 use changes::{change_message, touch};
 pub use one::apply_in;
-use one::find_message;
+use one::{find_stored, lock_conversation, StoredMessage};
+pub use parked::{list_parked, sweep_parked, ParkedView, SweepReport};

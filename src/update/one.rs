@@ -1,5 +1,8 @@
 //! One update at a time: find or create the conversation, insert, fold.
 
+use std::borrow::Cow;
+
+use super::parked::{park, unpark};
 use super::*;
 use chrono::Utc;
 use intake_adapters::{Direction, NormalizedMessage, UpdateAction};
@@ -12,33 +15,55 @@ pub async fn apply_in(conn: &mut PgConnection, request: &UpdateRequest) -> Resul
     validate(request)?;
     let project = request.project_id.as_str();
     match &request.action {
-        Some(UpdateAction::Append(message)) => {
-            if let Some(existing) = find_message(conn, project, &message.idempotency_key).await? {
-                return duplicate(request, existing);
+        Some(UpdateAction::Append(original)) => {
+            let fingerprint = original.fingerprint();
+            let mut message = Cow::Borrowed(original);
+            // The key, then (another message reused it) its derived key; a lost insert race
+            // looks again.
+            for _ in 0..3 {
+                if let Some(stored) = find_stored(conn, project, &message.idempotency_key).await? {
+                    if stored.is_copy_of(&fingerprint) {
+                        return duplicate(request, (stored.id, stored.conversation_id));
+                    }
+                    if request.extras.reject_reused_key {
+                        return Err(UpdateError::KeyReused { key: original.idempotency_key.clone() });
+                    }
+                    message = Cow::Owned(with_derived_key(original, &fingerprint));
+                    continue;
+                }
+                let conversation_id = resolve_conversation(conn, request, &message).await?;
+                let Some(message_id) = insert_message(conn, request, conversation_id, &message, &fingerprint).await?
+                else {
+                    continue; // a concurrent copy was inserted first
+                };
+                if request.extras.pending_delivery {
+                    touch(conn, conversation_id, Utc::now()).await?;
+                } else {
+                    bump_for_message(conn, conversation_id, &message).await?;
+                }
+                if !request.attributes.is_empty() {
+                    update_attributes(conn, conversation_id, &request.attributes).await?;
+                }
+                unpark(conn, &[(project, message.idempotency_key.as_str(), message_id, conversation_id)]).await?;
+                tracing::debug!(%conversation_id, %message_id, key = %message.idempotency_key, "message appended");
+                return Ok(UpdateOutcome { conversation_id, message_id: Some(message_id), effect: Effect::Appended });
             }
-            let conversation_id = resolve_conversation(conn, request, message).await?;
-            let Some(message_id) = insert_message(conn, request, conversation_id, message).await? else {
-                // Lost a race with a concurrent copy of the same message.
-                let existing = find_message(conn, project, &message.idempotency_key)
-                    .await?
-                    .ok_or_else(|| UpdateError::MessageNotFound(message.idempotency_key.clone()))?;
-                return duplicate(request, existing);
-            };
-            if request.extras.pending_delivery {
-                touch(conn, conversation_id, Utc::now()).await?;
-            } else {
-                bump_for_message(conn, conversation_id, message).await?;
-            }
-            if !request.attributes.is_empty() {
-                update_attributes(conn, conversation_id, &request.attributes).await?;
-            }
-            tracing::debug!(%conversation_id, %message_id, key = %message.idempotency_key, "message appended");
-            Ok(UpdateOutcome { conversation_id, message_id: Some(message_id), effect: Effect::Appended })
+            // Raced three times: let apply_batch run the transaction again.
+            Err(UpdateError::Database(sqlx::Error::RowNotFound))
         }
         Some(action) => {
             let key = action_key(action);
-            let (message_id, conversation_id) =
-                find_message(conn, project, key).await?.ok_or_else(|| UpdateError::MessageNotFound(key.to_owned()))?;
+            let Some((message_id, conversation_id)) = find_message(conn, project, key).await? else {
+                return match &request.target {
+                    // Channel traffic: the message may still come (a status overtaking its
+                    // message, an edit of a message sent by another tool).
+                    Target::Channel { entry_point_id, .. } => {
+                        park(conn, project, *entry_point_id, action).await?;
+                        Ok(UpdateOutcome { conversation_id: Uuid::nil(), message_id: None, effect: Effect::Parked })
+                    }
+                    Target::Conversation(_) => Err(UpdateError::MessageNotFound(key.to_owned())),
+                };
+            };
             if let Target::Conversation(target) = request.target {
                 if target != conversation_id {
                     return Err(UpdateError::MessageNotFound(key.to_owned()));
@@ -60,6 +85,57 @@ pub async fn apply_in(conn: &mut PgConnection, request: &UpdateRequest) -> Resul
             Ok(UpdateOutcome { conversation_id, message_id: None, effect: Effect::AttributesChanged })
         }
     }
+}
+
+/// A stored message an appended one may be a copy of.
+pub(super) struct StoredMessage {
+    pub id: Uuid,
+    pub conversation_id: Uuid,
+    /// Found by its channel id (a mail intake sent, coming back), not by its key.
+    pub by_external_id: bool,
+    pub fingerprint: Option<String>,
+}
+
+impl StoredMessage {
+    /// Whether a message with `fingerprint` under the same key is this one again. Found by
+    /// channel id, or stored before fingerprints were: yes.
+    pub fn is_copy_of(&self, fingerprint: &str) -> bool {
+        self.by_external_id || self.fingerprint.as_deref().is_none_or(|f| f == fingerprint)
+    }
+}
+
+/// [`find_message`] with what tells a copy from another message that reuses the key.
+pub(super) async fn find_stored(
+    conn: &mut PgConnection,
+    project: &str,
+    key: &str,
+) -> Result<Option<StoredMessage>, sqlx::Error> {
+    let row: Option<(Uuid, Uuid, bool, Option<String>)> = sqlx::query_as(
+        "SELECT id, conversation_id, idempotency_key <> $2, fingerprint FROM messages
+          WHERE project_id = $1 AND (idempotency_key = $2 OR external_id = $2)
+          ORDER BY (idempotency_key = $2) DESC LIMIT 1",
+    )
+    .bind(project)
+    .bind(key)
+    .fetch_optional(conn)
+    .await?;
+    Ok(row.map(|(id, conversation_id, by_external_id, fingerprint)| StoredMessage {
+        id,
+        conversation_id,
+        by_external_id,
+        fingerprint,
+    }))
+}
+
+/// The message stored under a key derived from its own (`<key>#<fingerprint prefix>`), marked
+/// `metadata.idempotencyKeyReused`: another message already has its key. A copy of it derives
+/// the same key, so it is still recognised.
+pub(super) fn with_derived_key(message: &NormalizedMessage, fingerprint: &str) -> NormalizedMessage {
+    let mut derived = message.clone();
+    derived.idempotency_key = format!("{}#{}", message.idempotency_key, &fingerprint[..16]);
+    derived.metadata.insert("idempotencyKeyReused".into(), serde_json::Value::Bool(true));
+    tracing::info!(key = %message.idempotency_key, derived = %derived.idempotency_key, "idempotency key reused by another message; stored under a derived key");
+    derived
 }
 
 /// The message with this idempotency key, or with this channel id (the Message-ID intake gave
@@ -199,6 +275,7 @@ pub(super) async fn insert_message(
     request: &UpdateRequest,
     conversation_id: Uuid,
     message: &NormalizedMessage,
+    fingerprint: &str,
 ) -> Result<Option<Uuid>, UpdateError> {
     let entry_point_id = match &request.target {
         Target::Channel { entry_point_id, .. } => Some(*entry_point_id),
@@ -220,8 +297,9 @@ pub(super) async fn insert_message(
     let inserted: Option<Uuid> = sqlx::query_scalar(
         "INSERT INTO messages (id, project_id, conversation_id, entry_point_id, idempotency_key, direction,
                                is_auto_reply, sender_id, sender_display_name, sender_primary_email, customer_id,
-                               user_id, team_id, subject, body, attachments, metadata, occurred_at, delivery_state)
-         VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18,$19)
+                               user_id, team_id, subject, body, attachments, metadata, occurred_at, delivery_state,
+                               fingerprint)
+         VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18,$19,$20)
          ON CONFLICT (project_id, idempotency_key) DO NOTHING RETURNING id",
     )
     .bind(id)
@@ -243,6 +321,7 @@ pub(super) async fn insert_message(
     .bind(serde_json::Value::Object(message.metadata.clone()))
     .bind(message.occurred_at)
     .bind(request.extras.pending_delivery.then_some("pending"))
+    .bind(fingerprint)
     .fetch_optional(conn)
     .await?;
     Ok(inserted)

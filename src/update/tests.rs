@@ -40,7 +40,7 @@ fn request(rng: &mut rand::rngs::StdRng, ep: Uuid, i: usize) -> UpdateRequest {
         subject: pick(rng, &format!("subject {i}")),
         body: format!("body {i}"),
         attachments: vec![],
-        occurred_at: DateTime::from_timestamp(1_800_000_000 + rng.random_range(0..50), 0).unwrap(),
+        occurred_at: DateTime::from_timestamp(1_700_000_000 + rng.random_range(0..50), 0).unwrap(),
         is_auto_reply: rng.random_bool(0.1),
         metadata: Default::default(),
         fingerprint: None,

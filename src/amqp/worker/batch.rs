@@ -64,19 +64,27 @@ pub(super) async fn process_batch(
             }
         }
         Err(e) => {
-            tracing::warn!(error = %e, size = inflight.len(), "batch failed; applying one by one");
+            // Something one message caused (transient failures were retried above): apply
+            // every update on its own, so only what fails itself is dead-lettered; each update
+            // of a delivery commits on its own merit.
+            tracing::warn!(error = %e, size = inflight.len(), "batch failed; applying one update at a time");
             for item in &mut inflight {
                 let Plan::Apply(requests) = &item.plan else { continue };
-                let result = match with_backoff(shared, || apply_classified(&shared.pool, requests)).await {
-                    Some(r) => r,
-                    None => return Ok(false),
-                };
-                match result {
-                    Ok(outcomes) => {
-                        let effects: Vec<Effect> = outcomes.iter().map(|o| o.effect).collect();
-                        record_applied(item, &effects);
+                let mut effects = Vec::with_capacity(requests.len());
+                let mut failure = None;
+                for request in requests {
+                    let one = std::slice::from_ref(request);
+                    match with_backoff(shared, || apply_classified(&shared.pool, one)).await {
+                        None => return Ok(false),
+                        Some(Ok(outcomes)) => effects.extend(outcomes.iter().map(|o| o.effect)),
+                        Some(Err(e)) => {
+                            failure.get_or_insert(e);
+                        }
                     }
-                    Err(e) => item.plan = plan_for_update_error(e),
+                }
+                record_applied(item, &effects);
+                if let Some(e) = failure {
+                    item.plan = plan_for_update_error(e);
                 }
             }
         }
@@ -97,20 +105,44 @@ pub(super) async fn apply_classified(
     }
 }
 
-/// Data and integrity errors are about the message (e.g. a NUL byte PostgreSQL refuses);
-/// everything else about the database (down, restarting, out of connections) passes.
+/// Only failures of the environment pass by themselves: the connection (lost, refused, pool
+/// exhausted, the database not accepting connections or missing, authentication), the server
+/// (starting up, shutting down, out of resources, I/O trouble, internal errors), concurrency
+/// (serialization failure, deadlock, lock not available) and privileges. Anything else (a
+/// value PostgreSQL refuses, an index key over its size limit, a constraint) is caused by the
+/// message and is permanent for it, whatever its SQLSTATE class.
 pub fn is_transient_db(e: &sqlx::Error) -> bool {
     match e {
         sqlx::Error::Database(db) => {
             let code = db.code().unwrap_or_default();
-            !(code.starts_with("22") || code.starts_with("23"))
+            ["08", "28", "3D", "53", "55", "57", "58", "XX"].iter().any(|class| code.starts_with(class))
+                || matches!(&*code, "40001" | "40P01" | "42501")
         }
-        sqlx::Error::Encode(_)
-        | sqlx::Error::Decode(_)
-        | sqlx::Error::ColumnDecode { .. }
-        | sqlx::Error::TypeNotFound { .. } => false,
-        _ => true,
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => true,
+        _ => false,
     }
+}
+
+/// What PostgreSQL refused, for the dead letter: SQLSTATE, where (constraint, or table and
+/// column) and its message.
+fn describe_db_error(e: &sqlx::Error) -> String {
+    let sqlx::Error::Database(db) = e else { return e.to_string() };
+    let code = db.code().unwrap_or_default();
+    let place = match db.try_downcast_ref::<sqlx::postgres::PgDatabaseError>() {
+        Some(pg) => match (pg.constraint(), pg.table(), pg.column()) {
+            (Some(constraint), _, _) => format!(" on `{constraint}`"),
+            (None, Some(table), Some(column)) => format!(" on `{table}.{column}`"),
+            (None, Some(table), None) => format!(" on `{table}`"),
+            _ => String::new(),
+        },
+        None => String::new(),
+    };
+    format!("SQLSTATE {code}{place}: {}", db.message())
 }
 
 pub(super) fn plan_for_update_error(e: UpdateError) -> Plan {
@@ -120,6 +152,8 @@ pub(super) fn plan_for_update_error(e: UpdateError) -> Plan {
         UpdateError::ConversationNotFound => Plan::Dead { reason: "unknown_conversation", error: e.to_string() },
         UpdateError::KeyConflict { .. } => Plan::Dead { reason: "idempotency_conflict", error: e.to_string() },
         UpdateError::Invalid(_) => Plan::Dead { reason: "invalid_update", error: e.to_string() },
-        UpdateError::Database(_) => Plan::Dead { reason: "database_rejected", error: e.to_string() },
+        UpdateError::TooLong { .. } => Plan::Dead { reason: "field_too_long", error: e.to_string() },
+        UpdateError::KeyReused { .. } => Plan::Dead { reason: "idempotency_key_reused", error: e.to_string() },
+        UpdateError::Database(e) => Plan::Dead { reason: "database_rejected", error: describe_db_error(&e) },
     }
 }

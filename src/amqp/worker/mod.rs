@@ -70,6 +70,8 @@ pub struct WorkerSettings {
     pub mailer: Option<Mailer>,
     /// Where attachment bytes kept by adapters are written; `None`: metadata only.
     pub attachment_store: Option<AttachmentStore>,
+    /// Parked updates older than this are dropped by the sweeper.
+    pub parked_max_age: Duration,
 }
 
 impl WorkerSettings {
@@ -84,6 +86,7 @@ impl WorkerSettings {
             entry_point_cache_ttl: Duration::from_secs(30),
             mailer: None,
             attachment_store: None,
+            parked_max_age: Duration::from_secs(7 * 86400),
         }
     }
 }
@@ -148,13 +151,45 @@ pub async fn run(
         settings.batch_size
     );
     let shared = Arc::new(Shared { pool, registry, settings, cache: EntryPointCache::default(), shutdown });
+    let sweeper = tokio::spawn(sweep_parked_updates(shared.clone()));
+    let result = consume_until_shutdown(&shared, &amqp_url).await;
+    sweeper.abort();
+    result
+}
+
+/// How often the worker looks at parked updates (applies what a race left, expires the old).
+const PARKED_SWEEP_INTERVAL: Duration = Duration::from_secs(15);
+
+async fn sweep_parked_updates(shared: Arc<Shared>) {
+    let mut tick = tokio::time::interval(PARKED_SWEEP_INTERVAL);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shared.shutdown.cancelled() => return,
+        }
+        match crate::update::sweep_parked(&shared.pool, shared.settings.parked_max_age).await {
+            Ok(report) if report.applied > 0 || report.expired > 0 => {
+                tracing::info!(
+                    applied = report.applied,
+                    expired = report.expired,
+                    waiting = report.waiting,
+                    "parked updates swept"
+                );
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "sweeping parked updates failed; trying again later"),
+        }
+    }
+}
+
+async fn consume_until_shutdown(shared: &Arc<Shared>, amqp_url: &str) -> anyhow::Result<()> {
     let mut backoff = Duration::from_millis(250);
     loop {
         if shared.shutdown.is_cancelled() {
             return Ok(());
         }
         let started = Instant::now();
-        match run_session(&shared, &amqp_url).await {
+        match run_session(shared, amqp_url).await {
             Ok(()) => return Ok(()),
             Err(e) => {
                 if started.elapsed() > Duration::from_secs(30) {
@@ -341,7 +376,9 @@ fn delivery_labels(delivery: &Delivery) -> (String, String, u32) {
     let routing_key = header_string(headers, envelope::ORIGINAL_ROUTING_KEY)
         .unwrap_or_else(|| delivery.routing_key.as_str().to_owned());
     let adapter = routing_key.split('.').nth(1).unwrap_or("unknown").to_owned();
-    let attempt = header_string(headers, envelope::ATTEMPT).and_then(|a| a.parse().ok()).unwrap_or(1);
+    // Bounded: the header comes from outside (a publisher, a replay) and may say 0 or 2^63.
+    let attempt = header_string(headers, envelope::ATTEMPT).and_then(|a| a.parse::<u64>().ok()).unwrap_or(1);
+    let attempt = attempt.clamp(1, 1000) as u32;
     (adapter, routing_key, attempt)
 }
 
