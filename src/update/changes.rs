@@ -55,7 +55,7 @@ pub(super) async fn change_message(
                 "UPDATE messages SET updated_at = now(),
                         metadata = metadata || jsonb_build_object('deliveryStatus', $2::text,
                                    'deliveryStatusAt', $3::timestamptz, 'deliveryDetail', $4::text)
-                  WHERE id = $1 AND (metadata->>'deliveryStatusAt' IS NULL
+                  WHERE id = $1 AND direction = 'outbound' AND (metadata->>'deliveryStatusAt' IS NULL
                                      OR (metadata->>'deliveryStatusAt')::timestamptz <= $3)",
             )
             .bind(message_id)

@@ -53,7 +53,8 @@ pub async fn apply_in(conn: &mut PgConnection, request: &UpdateRequest) -> Resul
         }
         Some(action) => {
             let key = action_key(action);
-            let Some((message_id, conversation_id)) = find_message(conn, project, key).await? else {
+            let is_status = matches!(action, UpdateAction::Status { .. });
+            let Some((message_id, conversation_id)) = find_message(conn, project, key, is_status).await? else {
                 return match &request.target {
                     // Channel traffic: the message may still come (a status overtaking its
                     // message, an edit of a message sent by another tool).
@@ -139,19 +140,23 @@ pub(super) fn with_derived_key(message: &NormalizedMessage, fingerprint: &str) -
 }
 
 /// The message with this idempotency key, or with this channel id (the Message-ID intake gave
-/// a mail it sent: a copy of that mail coming back in is the same message).
+/// a mail it sent: a copy of that mail coming back in is the same message). Only outbound
+/// messages when `outbound_only` (a delivery status is about a message we sent).
 pub(super) async fn find_message(
     conn: &mut PgConnection,
     project: &str,
     key: &str,
+    outbound_only: bool,
 ) -> Result<Option<(Uuid, Uuid)>, sqlx::Error> {
     sqlx::query_as(
         "SELECT id, conversation_id FROM messages
           WHERE project_id = $1 AND (idempotency_key = $2 OR external_id = $2)
+            AND (NOT $3 OR direction = 'outbound')
           ORDER BY (idempotency_key = $2) DESC LIMIT 1",
     )
     .bind(project)
     .bind(key)
+    .bind(outbound_only)
     .fetch_optional(conn)
     .await
 }
