@@ -103,8 +103,11 @@ async fn setup(smtp_port: u16) -> Setup {
     let db = TestDb::new().await;
     let broker = TestBroker::new().await;
     store::ensure_project_token(&db.pool, "acme", TOKEN, "test").await.unwrap();
-    let smtp =
-        SmtpArgs { smtp_url: Some(format!("smtp://127.0.0.1:{smtp_port}")), smtp_timeout: Duration::from_secs(5) };
+    let smtp = SmtpArgs {
+        smtp_url: Some(format!("smtp://127.0.0.1:{smtp_port}")),
+        smtp_timeout: Duration::from_secs(5),
+        smtp_lease: Duration::from_secs(60),
+    };
     let attachments = std::env::temp_dir().join(format!("intake-attachments-{}", uuid::Uuid::new_v4().simple()));
     let store = AttachmentStore::open(&attachments).unwrap();
     let registry = AdapterRegistry::with_email_config(EmailConfig {
