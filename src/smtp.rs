@@ -126,7 +126,8 @@ pub struct SendOptions {
 #[derive(Debug, PartialEq, Eq)]
 pub enum SendOutcome {
     /// The SMTP server accepted the mail. `recorded`: this sender still owned the claim and
-    /// recorded it as sent (false only when its lease expired and another sender took over).
+    /// recorded it as sent (false when another sender took over its expired claim, or the
+    /// database stayed unreachable until the claim expired).
     Sent { message_id: String, recorded: bool },
     /// Nothing sent (a duplicate or redelivered job): `already_sent`, `failed` (a failed
     /// message is sent again only by a replay or the resend API) or `not_pending` (not a
@@ -134,10 +135,12 @@ pub enum SendOutcome {
     Skipped { reason: &'static str },
 }
 
-/// A message this sender claimed: its row id and the Message-ID every attempt uses.
+/// A message this sender claimed: its row id, the Message-ID every attempt uses, and (a
+/// little before) when the lease runs out.
 struct Claim {
     id: Uuid,
     message_id: String,
+    until: tokio::time::Instant,
 }
 
 #[derive(Clone)]
@@ -223,25 +226,29 @@ impl Mailer {
         match self.transport.send(email).await {
             Ok(response) => {
                 let detail = format!("{} {}", response.code(), response.message().collect::<Vec<_>>().join(" "));
-                // The server has the mail: record it even if the database hiccups, or the
-                // retry would send it again.
+                // The server has the mail: keep trying to record it while the claim is ours
+                // (a database hiccup must not lead to a retry that sends it again).
                 let mut delay = Duration::from_millis(100);
                 let recorded = loop {
                     match self.settle(pool, job, &claim, STATUS_SENT, Some(detail.clone())).await {
                         Ok(recorded) => break recorded,
-                        Err(e) if delay < Duration::from_secs(10) => {
-                            tracing::warn!(error = %e, "could not record the sent email yet; trying again");
+                        Err(e) if tokio::time::Instant::now() + delay < claim.until => {
+                            tracing::warn!(error = %e, retry_in = ?delay, "could not record the sent email yet");
                             tokio::time::sleep(delay).await;
-                            delay *= 2;
+                            delay = (delay * 2).min(Duration::from_secs(10));
                         }
-                        Err(e) => return Err(db(e)),
+                        Err(e) => {
+                            tracing::error!(error = %e, key = %job.message_key, %message_id,
+                                "email sent, but it could not be recorded before the claim expired");
+                            break false;
+                        }
                     }
                 };
                 if recorded {
                     tracing::info!(conversation_id = %job.conversation_id, key = %job.message_key, %message_id, "email sent");
                 } else {
                     tracing::warn!(conversation_id = %job.conversation_id, key = %job.message_key, %message_id,
-                        "email sent, but this sender's claim had expired and was taken over: not recorded by it");
+                        "email sent, but not recorded by this sender (its claim expired or was taken over)");
                 }
                 Ok(SendOutcome::Sent { message_id, recorded })
             }
@@ -266,6 +273,7 @@ impl Mailer {
         options: SendOptions,
     ) -> Result<Result<Claim, &'static str>, SendError> {
         let generated = format!("{}@{domain}", Uuid::new_v4());
+        let until = tokio::time::Instant::now() + self.lease;
         let claimed: Option<String> = sqlx::query_scalar(
             "UPDATE messages SET delivery_state = 'sending', delivery_owner = $2,
                     delivery_lease_until = now() + make_interval(secs => $3),
@@ -285,7 +293,7 @@ impl Mailer {
         .await
         .map_err(db)?;
         if let Some(message_id) = claimed {
-            return Ok(Ok(Claim { id, message_id }));
+            return Ok(Ok(Claim { id, message_id, until }));
         }
         // Not claimable (any more): why?
         let (state, owner, until): (Option<String>, Option<String>, Option<chrono::DateTime<Utc>>) =
