@@ -43,17 +43,6 @@ pub struct SmtpArgs {
     pub smtp_lease: Duration,
 }
 
-impl SmtpArgs {
-    /// Plain SMTP to `url` with the default timeout and lease.
-    pub fn new(url: impl Into<String>) -> Self {
-        SmtpArgs {
-            smtp_url: Some(url.into()),
-            smtp_timeout: Duration::from_secs(30),
-            smtp_lease: Duration::from_secs(300),
-        }
-    }
-}
-
 /// A queued request to send an agent reply (body of `email.<adapterKey>.outbound` messages).
 /// The HTTP API queues jobs for messages it already stored; integrations may instead send
 /// `body` (and `subject`, `senderDisplayName`) and the worker stores the message first.
