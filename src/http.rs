@@ -35,6 +35,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/internal/conversations", post(create_conversation))
         .route("/internal/conversations/{conversation_id}", get(get_conversation).patch(patch_conversation))
+        .route("/internal/conversations/{conversation_id}/messages/{message_id}/resend", post(resend_message))
         .route("/internal/entry-points", post(create_entry_point).get(list_entry_points))
         .route("/internal/entry-points/{entry_point_id}", axum::routing::patch(patch_entry_point))
         .route("/healthz", get(|| async { "ok" }))
@@ -391,7 +392,10 @@ async fn patch_conversation(
     }
     let outcome = update::apply(&state.pool, &request).await?;
     crate::metrics::record_api_update(outcome.effect);
-    // Queue the send; a repeated PATCH queues it again while it is still pending.
+    // Queue the send. A repeated PATCH queues it again while it is still pending (the first
+    // job may have been lost); the sender's claim makes the extra job send nothing. Once the
+    // message is being sent, sent or failed, a repeated PATCH queues nothing: a failed
+    // message is sent again only through the resend route.
     if let Some((queue, adapter_key, key)) = send_by_email {
         if store::is_pending(&state.pool, &project, &key).await? {
             let job = crate::smtp::SendJob {
@@ -412,6 +416,60 @@ async fn patch_conversation(
         }
     }
     bundle(&state.pool, &project, outcome.conversation_id).await
+}
+
+/// `POST /internal/conversations/{conversationId}/messages/{messageId}/resend`: send a failed
+/// (or still pending) outbound email message again, with its Message-ID. 202 with the message.
+#[tracing::instrument(skip_all, fields(project, conversation_id = %raw_id, message_id = %key))]
+async fn resend_message(
+    State(state): State<AppState>,
+    Project(project): Project,
+    Path((raw_id, key)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let id = parse_conversation_id(&raw_id)?;
+    let not_resendable = |m: String| ApiError::new(StatusCode::CONFLICT, "not_resendable", m);
+    let found = store::load_conversation(&state.pool, &project, id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("conversation"))?;
+    if !found.messages.iter().any(|m| m.id == key) {
+        return Err(ApiError::not_found("message"));
+    }
+    let Some(queue) = &state.outbound_email else {
+        return Err(not_resendable("intake does not send email (INTAKE_SMTP_URL is not set)".into()));
+    };
+    let Some(adapter_key) = store::origin_email_adapter(&state.pool, &project, id).await? else {
+        return Err(not_resendable("the conversation was not opened through an email entry point".into()));
+    };
+    match crate::smtp::prepare_resend(&state.pool, &project, id, &key).await? {
+        crate::smtp::Resend::Ready => {}
+        crate::smtp::Resend::NotFound => return Err(ApiError::not_found("message")),
+        crate::smtp::Resend::NotResendable(state) => {
+            return Err(not_resendable(match state {
+                Some(state) => format!("the message is {state}; only failed or pending messages are sent again"),
+                None => "the message is not an outbound email intake sends".into(),
+            }))
+        }
+    }
+    let job = crate::smtp::SendJob {
+        project_id: project.clone(),
+        conversation_id: id,
+        message_key: key.clone(),
+        body: None,
+        subject: None,
+        sender_display_name: None,
+    };
+    queue.enqueue(&adapter_key, &job).await.map_err(|e| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            format!("the message is pending but could not be queued for sending ({e}); repeat the request"),
+        )
+    })?;
+    let bundle = store::load_conversation(&state.pool, &project, id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("conversation"))?;
+    let message = bundle.messages.into_iter().find(|m| m.id == key).ok_or_else(|| ApiError::not_found("message"))?;
+    Ok((StatusCode::ACCEPTED, Json(message)).into_response())
 }
 
 #[derive(Debug, Deserialize)]

@@ -3,6 +3,13 @@
 //! `lastOutboundAt` moves only when the SMTP server accepted it (a `sent` status through the
 //! update logic). Failures are retried by the worker's retry path, then dead-lettered with the
 //! message marked `failed`.
+//!
+//! Exactly once: before its SMTP session a sender *claims* the message in one conditional
+//! UPDATE (`pending`, or `failed` for a re-send → `sending`, with its owner id and a lease
+//! expiry) and stores the Message-ID there, so every attempt reuses it. Only the owner records
+//! the result (`sent` once the server accepted, `failed`) or releases the claim for a retry;
+//! a job that finds another owner's live lease sends nothing and goes to the retry path, so a
+//! claim whose owner died is taken over once its lease expired.
 
 use std::time::Duration;
 
@@ -29,6 +36,11 @@ pub struct SmtpArgs {
     /// Give up on one SMTP conversation after this long.
     #[arg(long, env = "INTAKE_SMTP_TIMEOUT", default_value = "30s", value_parser = crate::amqp::parse_duration)]
     pub smtp_timeout: Duration,
+
+    /// How long a sender's claim on a message lasts; another worker sends it only after that
+    /// (when the claiming worker died mid-send). At least the SMTP timeout.
+    #[arg(long, env = "INTAKE_SMTP_LEASE", default_value = "5m", value_parser = crate::amqp::parse_duration)]
+    pub smtp_lease: Duration,
 }
 
 /// A queued request to send an agent reply (body of `email.<adapterKey>.outbound` messages).
@@ -82,46 +94,89 @@ pub enum SendError {
     /// Worth trying again later (connection refused, 4xx).
     #[error("{0}")]
     Transient(String),
+    /// Another sender holds a live claim on the message: try again later (after its lease
+    /// expired, if that sender died).
+    #[error("{0}")]
+    InProgress(String),
     /// Will not work as it is (5xx, no recipient, not an email conversation).
     #[error("{0}")]
     Permanent(String),
 }
 
+/// What the worker knows about the job being sent.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SendOptions {
+    /// A `failed` message may be claimed again (a dead-lettered job replayed on purpose).
+    pub resend_failed: bool,
+    /// No retry follows: a transient failure marks the message `failed`.
+    pub last_attempt: bool,
+}
+
 #[derive(Debug, PartialEq, Eq)]
 pub enum SendOutcome {
-    Sent {
-        message_id: String,
-    },
-    /// Already sent or failed before: nothing done (a redelivered job).
-    AlreadySettled,
+    /// The SMTP server accepted the mail. `recorded`: this sender still owned the claim and
+    /// recorded it as sent (false when another sender took over its expired claim, or the
+    /// database stayed unreachable until the claim expired).
+    Sent { message_id: String, recorded: bool },
+    /// Nothing sent (a duplicate or redelivered job): `already_sent`, `failed` (a failed
+    /// message is sent again only by a replay or the resend API) or `not_pending` (not a
+    /// message intake delivers).
+    Skipped { reason: &'static str },
+}
+
+/// A message this sender claimed: its row id, the Message-ID every attempt uses, and (a
+/// little before) when the lease runs out.
+struct Claim {
+    id: Uuid,
+    message_id: String,
+    until: tokio::time::Instant,
 }
 
 #[derive(Clone)]
 pub struct Mailer {
     transport: AsyncSmtpTransport<Tokio1Executor>,
+    /// Owner id written on claims: host, process and this mailer.
+    owner: String,
+    lease: Duration,
 }
 
 impl std::fmt::Debug for Mailer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Mailer")
+        f.debug_struct("Mailer").field("owner", &self.owner).field("lease", &self.lease).finish_non_exhaustive()
     }
+}
+
+fn db(e: sqlx::Error) -> SendError {
+    SendError::Transient(format!("database: {e}"))
 }
 
 impl Mailer {
     pub fn from_args(args: &SmtpArgs) -> anyhow::Result<Option<Self>> {
         let Some(url) = &args.smtp_url else { return Ok(None) };
+        anyhow::ensure!(
+            args.smtp_lease >= args.smtp_timeout,
+            "INTAKE_SMTP_LEASE ({:?}) must be at least INTAKE_SMTP_TIMEOUT ({:?})",
+            args.smtp_lease,
+            args.smtp_timeout
+        );
         let transport = AsyncSmtpTransport::<Tokio1Executor>::from_url(url)
             .map_err(|e| anyhow::anyhow!("INTAKE_SMTP_URL: {e}"))?
             .timeout(Some(args.smtp_timeout))
             .build();
-        Ok(Some(Mailer { transport }))
+        let host = std::env::var("HOSTNAME").ok().filter(|h| !h.is_empty()).unwrap_or_else(|| "intake".into());
+        let owner = format!("{host}:{}:{}", std::process::id(), &Uuid::new_v4().simple().to_string()[..8]);
+        Ok(Some(Mailer { transport, owner, lease: args.smtp_lease }))
     }
 
-    /// Send the pending message of `job` and record the result.
-    pub async fn send(&self, pool: &PgPool, job: &SendJob) -> Result<SendOutcome, SendError> {
-        let db = |e: sqlx::Error| SendError::Transient(format!("database: {e}"));
+    /// The id this sender writes on its claims.
+    pub fn owner(&self) -> &str {
+        &self.owner
+    }
+
+    /// Claim the message of `job`, send it, and record the result; see the module docs.
+    pub async fn send(&self, pool: &PgPool, job: &SendJob, options: SendOptions) -> Result<SendOutcome, SendError> {
         let row: Option<PendingRow> = sqlx::query_as(
-            "SELECT m.id, m.delivery_state, m.external_id, m.body, m.subject, c.subject AS conversation_subject,
+            "SELECT m.id, m.delivery_state, m.body, m.subject, c.subject AS conversation_subject,
                     c.user_primary_email, c.user_display_name, ep.channel_type, ep.external_channel_id,
                     m.sender_display_name
                FROM messages m
@@ -137,37 +192,138 @@ impl Mailer {
         .map_err(db)?;
         let row =
             row.ok_or_else(|| SendError::Permanent(format!("no message `{}` in that conversation", job.message_key)))?;
-        if row.delivery_state.as_deref() != Some("pending") {
-            return Ok(SendOutcome::AlreadySettled);
+        match row.delivery_state.as_deref() {
+            Some("pending" | "sending") => {}
+            Some("failed") if options.resend_failed => {}
+            state => return Ok(SendOutcome::Skipped { reason: skip_reason(state) }),
         }
+        let mailbox_address = row.external_channel_id.clone().unwrap_or_default();
+        let domain = mailbox_address.rsplit_once('@').map(|(_, d)| d.to_owned()).unwrap_or_else(|| "localhost".into());
+        let claim = match self.claim(pool, row.id, &domain, options).await? {
+            Ok(claim) => claim,
+            Err(reason) => return Ok(SendOutcome::Skipped { reason }),
+        };
+        if row.delivery_state.as_deref() == Some("sending") {
+            tracing::warn!(key = %job.message_key, "took over the expired claim of a sender that did not finish");
+        }
+
+        let message_id = claim.message_id.clone();
+        let email = match self.prepare(pool, job, &row, &mailbox_address, &message_id).await {
+            Ok(email) => email,
+            Err(e) => return Err(self.settle_error(pool, job, &claim, e, options).await),
+        };
+        match self.transport.send(email).await {
+            Ok(response) => {
+                let detail = format!("{} {}", response.code(), response.message().collect::<Vec<_>>().join(" "));
+                // The server has the mail: keep trying to record it while the claim is ours
+                // (a database hiccup must not lead to a retry that sends it again).
+                let mut delay = Duration::from_millis(100);
+                let recorded = loop {
+                    match self.settle(pool, job, &claim, STATUS_SENT, Some(detail.clone())).await {
+                        Ok(recorded) => break recorded,
+                        Err(e) if tokio::time::Instant::now() + delay < claim.until => {
+                            tracing::warn!(error = %e, retry_in = ?delay, "could not record the sent email yet");
+                            tokio::time::sleep(delay).await;
+                            delay = (delay * 2).min(Duration::from_secs(10));
+                        }
+                        Err(e) => {
+                            tracing::error!(error = %e, key = %job.message_key, %message_id,
+                                "email sent, but it could not be recorded before the claim expired");
+                            break false;
+                        }
+                    }
+                };
+                if recorded {
+                    tracing::info!(conversation_id = %job.conversation_id, key = %job.message_key, %message_id, "email sent");
+                } else {
+                    tracing::warn!(conversation_id = %job.conversation_id, key = %job.message_key, %message_id,
+                        "email sent, but not recorded by this sender (its claim expired or was taken over)");
+                }
+                Ok(SendOutcome::Sent { message_id, recorded })
+            }
+            Err(e) if e.is_permanent() => {
+                let e = SendError::Permanent(format!("SMTP server refused the message: {e}"));
+                Err(self.settle_error(pool, job, &claim, e, options).await)
+            }
+            Err(e) => {
+                let e = SendError::Transient(format!("SMTP: {e}"));
+                Err(self.settle_error(pool, job, &claim, e, options).await)
+            }
+        }
+    }
+
+    /// `pending` (or `failed`, for a re-send, or `sending` under an expired lease) → `sending`
+    /// owned by this sender, with the Message-ID stored; one conditional UPDATE.
+    async fn claim(
+        &self,
+        pool: &PgPool,
+        id: Uuid,
+        domain: &str,
+        options: SendOptions,
+    ) -> Result<Result<Claim, &'static str>, SendError> {
+        let generated = format!("{}@{domain}", Uuid::new_v4());
+        let until = tokio::time::Instant::now() + self.lease;
+        let claimed: Option<String> = sqlx::query_scalar(
+            "UPDATE messages SET delivery_state = 'sending', delivery_owner = $2,
+                    delivery_lease_until = now() + make_interval(secs => $3),
+                    external_id = coalesce(external_id, $4)
+              WHERE id = $1
+                AND (delivery_state = 'pending'
+                     OR (delivery_state = 'failed' AND $5)
+                     OR (delivery_state = 'sending' AND delivery_lease_until <= now()))
+              RETURNING external_id",
+        )
+        .bind(id)
+        .bind(&self.owner)
+        .bind(self.lease.as_secs_f64())
+        .bind(&generated)
+        .bind(options.resend_failed)
+        .fetch_optional(pool)
+        .await
+        .map_err(db)?;
+        if let Some(message_id) = claimed {
+            return Ok(Ok(Claim { id, message_id, until }));
+        }
+        // Not claimable (any more): why?
+        let (state, owner, until): (Option<String>, Option<String>, Option<chrono::DateTime<Utc>>) =
+            sqlx::query_as("SELECT delivery_state, delivery_owner, delivery_lease_until FROM messages WHERE id = $1")
+                .bind(id)
+                .fetch_optional(pool)
+                .await
+                .map_err(db)?
+                .unwrap_or_default();
+        match state.as_deref() {
+            Some("sending") => Err(SendError::InProgress(format!(
+                "being sent by {} (claim until {})",
+                owner.unwrap_or_default(),
+                until.map(|t| t.to_rfc3339()).unwrap_or_default()
+            ))),
+            Some("pending") => Err(SendError::InProgress("the claim changed hands meanwhile".into())),
+            state => Ok(Err(skip_reason(state))),
+        }
+    }
+
+    /// The email for a claimed message, threaded to the conversation.
+    async fn prepare(
+        &self,
+        pool: &PgPool,
+        job: &SendJob,
+        row: &PendingRow,
+        mailbox_address: &str,
+        message_id: &str,
+    ) -> Result<Message, SendError> {
         if row.channel_type.as_deref() != Some("email") {
             return Err(SendError::Permanent("the conversation was not opened through an email entry point".into()));
         }
-        let mailbox_address = row.external_channel_id.clone().unwrap_or_default();
         let customer = row
             .user_primary_email
             .clone()
             .ok_or_else(|| SendError::Permanent("the conversation has no customer email address".into()))?;
-        let domain = mailbox_address.rsplit_once('@').map(|(_, d)| d.to_owned()).unwrap_or_else(|| "localhost".into());
-
-        // The Message-ID is stored before sending, so a resend reuses it and the customer's
-        // reply threads even if recording the send fails.
-        let message_id = match &row.external_id {
-            Some(id) => id.clone(),
-            None => {
-                let id = format!("{}@{domain}", Uuid::new_v4());
-                sqlx::query("UPDATE messages SET external_id = $2 WHERE id = $1 AND external_id IS NULL")
-                    .bind(row.id)
-                    .bind(&id)
-                    .execute(pool)
-                    .await
-                    .map_err(db)?;
-                id
-            }
-        };
         let thread: Vec<(String, String)> = sqlx::query_as(
             "SELECT coalesce(external_id, idempotency_key), direction FROM messages
               WHERE conversation_id = $1 AND id <> $2
+                -- only mails that went out or came in: no unsent replies
+                AND coalesce(delivery_state, 'sent') = 'sent'
                 -- only ids shaped like a Message-ID belong in References
                 AND coalesce(external_id, idempotency_key) LIKE '%_@_%'
                 AND coalesce(external_id, idempotency_key) NOT LIKE '% %'
@@ -178,19 +334,107 @@ impl Mailer {
         .fetch_all(pool)
         .await
         .map_err(db)?;
+        build_email(row, mailbox_address, &customer, message_id, &thread, job.conversation_id)
+            .map_err(SendError::Permanent)
+    }
 
-        let email = build_email(&row, &mailbox_address, &customer, &message_id, &thread, job.conversation_id)
-            .map_err(SendError::Permanent)?;
-        match self.transport.send(email).await {
-            Ok(response) => {
-                let detail = format!("{} {}", response.code(), response.message().collect::<Vec<_>>().join(" "));
-                record_status(pool, job, STATUS_SENT, Some(detail)).await.map_err(db)?;
-                tracing::info!(conversation_id = %job.conversation_id, key = %job.message_key, %message_id, "email sent");
-                Ok(SendOutcome::Sent { message_id })
-            }
-            Err(e) if e.is_permanent() => Err(SendError::Permanent(format!("SMTP server refused the message: {e}"))),
-            Err(e) => Err(SendError::Transient(format!("SMTP: {e}"))),
+    /// Record `status` (sent, failed, or deferred: the claim goes back to pending for a
+    /// retry) through the update logic, only while this sender owns the claim; false when it
+    /// does not (its lease expired and another sender claimed the message).
+    async fn settle(
+        &self,
+        pool: &PgPool,
+        job: &SendJob,
+        claim: &Claim,
+        status: &str,
+        detail: Option<String>,
+    ) -> Result<bool, sqlx::Error> {
+        let mut tx = pool.begin().await?;
+        // The update logic's lock order: the conversation, then the message.
+        sqlx::query("SELECT 1 FROM conversations WHERE id = $1 AND project_id = $2 FOR UPDATE")
+            .bind(job.conversation_id)
+            .bind(&job.project_id)
+            .execute(&mut *tx)
+            .await?;
+        let owned: Option<i32> = sqlx::query_scalar(
+            "SELECT 1 FROM messages WHERE id = $1 AND delivery_state = 'sending' AND delivery_owner = $2 FOR UPDATE",
+        )
+        .bind(claim.id)
+        .bind(&self.owner)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if owned.is_none() {
+            return Ok(false);
         }
+        if status != STATUS_SENT && status != STATUS_FAILED {
+            sqlx::query(
+                "UPDATE messages SET delivery_state = 'pending', delivery_owner = NULL, delivery_lease_until = NULL
+                  WHERE id = $1",
+            )
+            .bind(claim.id)
+            .execute(&mut *tx)
+            .await?;
+        }
+        // Sent and failed end the claim in the update logic (`settle_pending`).
+        match update::apply_in(&mut tx, &status_request(job, status, detail)).await {
+            Ok(_) => {}
+            Err(update::UpdateError::Database(e)) => return Err(e),
+            Err(e) => {
+                tracing::warn!(error = %e, "could not record the delivery status");
+                return Ok(false);
+            }
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Settle a claimed message after `error`: a transient error releases the claim for the
+    /// retry (or, on the last attempt, marks the message failed); a permanent one marks it
+    /// failed.
+    async fn settle_error(
+        &self,
+        pool: &PgPool,
+        job: &SendJob,
+        claim: &Claim,
+        error: SendError,
+        options: SendOptions,
+    ) -> SendError {
+        let (status, detail) = match &error {
+            SendError::Transient(e) if !options.last_attempt => (STATUS_DEFERRED, e),
+            SendError::Transient(e) | SendError::Permanent(e) | SendError::InProgress(e) => (STATUS_FAILED, e),
+        };
+        if let Err(e) = self.settle(pool, job, claim, status, Some(detail.clone())).await {
+            // The claim stays; it expires with its lease and the retry (or a replay) takes it.
+            tracing::warn!(error = %e, status, "could not record the delivery status; the claim expires by itself");
+        }
+        error
+    }
+}
+
+/// Why a job for a message in `state` sends nothing.
+fn skip_reason(state: Option<&str>) -> &'static str {
+    match state {
+        Some("sent") => "already_sent",
+        Some("failed") => "failed",
+        _ => "not_pending",
+    }
+}
+
+/// A transient failure recorded on the message while it waits for its retry.
+pub const STATUS_DEFERRED: &str = "deferred";
+
+fn status_request(job: &SendJob, status: &str, detail: Option<String>) -> UpdateRequest {
+    UpdateRequest {
+        project_id: job.project_id.clone(),
+        target: Target::Conversation(job.conversation_id),
+        action: Some(UpdateAction::Status {
+            idempotency_key: job.message_key.clone(),
+            status: status.into(),
+            at: Utc::now(),
+            detail,
+        }),
+        extras: MessageExtras::default(),
+        attributes: Default::default(),
     }
 }
 
@@ -198,7 +442,6 @@ impl Mailer {
 struct PendingRow {
     id: Uuid,
     delivery_state: Option<String>,
-    external_id: Option<String>,
     body: String,
     subject: Option<String>,
     conversation_subject: Option<String>,
@@ -240,31 +483,32 @@ fn build_email(
         builder = builder.in_reply_to(format!("<{last_inbound}>"));
     }
     if !thread.is_empty() {
-        let references: Vec<String> = thread.iter().map(|(id, _)| format!("<{id}>")).collect();
+        let ids: Vec<&str> = thread.iter().map(|(id, _)| id.as_str()).collect();
+        let references: Vec<String> = capped_references(&ids).iter().map(|id| format!("<{id}>")).collect();
         builder = builder.references(references.join(" "));
     }
     builder.header(ContentType::TEXT_PLAIN).body(row.body.clone()).map_err(|e| format!("cannot build the email: {e}"))
 }
 
-/// Record a delivery status on the message through the update logic.
+/// The `References` of a reply to `thread` (oldest first): at most
+/// [`MAX_REFERENCES`](intake_adapters::email::MAX_REFERENCES) ids, the inbound cap, keeping the
+/// first (the thread's root) and the newest ones, as RFC 5322 (3.6.4) suggests when trimming.
+pub fn capped_references<'a>(thread: &[&'a str]) -> Vec<&'a str> {
+    let max = intake_adapters::email::MAX_REFERENCES;
+    if thread.len() <= max {
+        return thread.to_vec();
+    }
+    std::iter::once(thread[0]).chain(thread[thread.len() - (max - 1)..].iter().copied()).collect()
+}
+
+/// Record a delivery status on the message through the update logic (no claim involved).
 pub async fn record_status(
     pool: &PgPool,
     job: &SendJob,
     status: &str,
     detail: Option<String>,
 ) -> Result<(), sqlx::Error> {
-    let request = UpdateRequest {
-        project_id: job.project_id.clone(),
-        target: Target::Conversation(job.conversation_id),
-        action: Some(UpdateAction::Status {
-            idempotency_key: job.message_key.clone(),
-            status: status.into(),
-            at: Utc::now(),
-            detail,
-        }),
-        extras: MessageExtras::default(),
-        attributes: Default::default(),
-    };
+    let request = status_request(job, status, detail);
     match update::apply(pool, &request).await {
         Ok(_) => Ok(()),
         Err(update::UpdateError::Database(e)) => Err(e),
@@ -275,9 +519,73 @@ pub async fn record_status(
     }
 }
 
-/// Mark the message as failed (after the last retry or a permanent refusal).
-pub async fn record_failure(pool: &PgPool, job: &SendJob, error: &str) -> Result<(), sqlx::Error> {
-    record_status(pool, job, STATUS_FAILED, Some(error.to_owned())).await
+/// What a resend request found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Resend {
+    /// The message is pending (again): queue a job for it.
+    Ready,
+    NotFound,
+    /// Not an outbound message intake delivers, or sending or sent already; the state.
+    NotResendable(Option<String>),
+}
+
+/// Make a `failed` outbound email message `pending` again (a `pending` one stays so) for a
+/// resend; it keeps its Message-ID. The caller queues the job.
+pub async fn prepare_resend(
+    pool: &PgPool,
+    project_id: &str,
+    conversation_id: Uuid,
+    key: &str,
+) -> Result<Resend, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let conversation: Option<i32> =
+        sqlx::query_scalar("SELECT 1 FROM conversations WHERE id = $1 AND project_id = $2 FOR UPDATE")
+            .bind(conversation_id)
+            .bind(project_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+    if conversation.is_none() {
+        return Ok(Resend::NotFound);
+    }
+    let message: Option<(Uuid, String, Option<String>)> = sqlx::query_as(
+        "SELECT id, direction, delivery_state FROM messages
+          WHERE conversation_id = $1 AND project_id = $2 AND idempotency_key = $3 FOR UPDATE",
+    )
+    .bind(conversation_id)
+    .bind(project_id)
+    .bind(key)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some((id, direction, state)) = message else { return Ok(Resend::NotFound) };
+    match (direction.as_str(), state.as_deref()) {
+        ("outbound", Some("pending")) => Ok(Resend::Ready),
+        ("outbound", Some("failed")) => {
+            sqlx::query(
+                "UPDATE messages SET delivery_state = 'pending', delivery_owner = NULL, delivery_lease_until = NULL
+                  WHERE id = $1",
+            )
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+            let job = SendJob {
+                project_id: project_id.to_owned(),
+                conversation_id,
+                message_key: key.to_owned(),
+                body: None,
+                subject: None,
+                sender_display_name: None,
+            };
+            let request = status_request(&job, "pending", Some("resend requested".into()));
+            match update::apply_in(&mut tx, &request).await {
+                Ok(_) => {}
+                Err(update::UpdateError::Database(e)) => return Err(e),
+                Err(e) => tracing::warn!(error = %e, "could not record the delivery status"),
+            }
+            tx.commit().await?;
+            Ok(Resend::Ready)
+        }
+        _ => Ok(Resend::NotResendable(state)),
+    }
 }
 
 /// Hands send jobs to the outbound email queue (used by the HTTP API).

@@ -53,8 +53,12 @@ fn ensure_aiosmtpd() {
 
 impl SmtpServer {
     async fn start() -> Self {
+        Self::start_on(free_port()).await
+    }
+
+    /// On a given port (a server that comes back after an outage).
+    async fn start_on(port: u16) -> Self {
         ensure_aiosmtpd();
-        let port = free_port();
         let maildir = std::env::temp_dir().join(format!("intake-maildir-{}", uuid::Uuid::new_v4().simple()));
         let child = Command::new("python3")
             .args(["-m", "aiosmtpd", "-n", "-l", &format!("127.0.0.1:{port}"), "-c", "aiosmtpd.handlers.Mailbox"])
@@ -95,39 +99,85 @@ struct Setup {
     broker: TestBroker,
     api: String,
     client: reqwest::Client,
-    worker: RunningWorker,
+    workers: Vec<RunningWorker>,
     attachments: PathBuf,
+    smtp: SmtpArgs,
+    outbound: Arc<OutboundQueue>,
+    /// Workers take one delivery at a time (so two workers really share the jobs).
+    one_at_a_time: bool,
 }
 
 async fn setup(smtp_port: u16) -> Setup {
+    let mut s = setup_without_worker(smtp_port, None).await;
+    s.start_worker().await;
+    s
+}
+
+/// The API but no worker yet (start it with [`Setup::start_worker`]); `retry_delays` replace
+/// the test broker's short ones.
+async fn setup_without_worker(smtp_port: u16, retry_delays: Option<Vec<Duration>>) -> Setup {
+    intake::metrics::handle(); // count from the start
     let db = TestDb::new().await;
-    let broker = TestBroker::new().await;
+    let broker = match retry_delays {
+        None => TestBroker::new().await,
+        Some(delays) => {
+            let mut topology =
+                intake::amqp::topology::Topology::with_prefix(&format!("itest_{}", uuid::Uuid::new_v4().simple()));
+            topology.retry_delays = delays;
+            TestBroker::with_topology(topology).await
+        }
+    };
     store::ensure_project_token(&db.pool, "acme", TOKEN, "test").await.unwrap();
-    let smtp =
-        SmtpArgs { smtp_url: Some(format!("smtp://127.0.0.1:{smtp_port}")), smtp_timeout: Duration::from_secs(5) };
+    let smtp = SmtpArgs {
+        smtp_url: Some(format!("smtp://127.0.0.1:{smtp_port}")),
+        smtp_timeout: Duration::from_secs(5),
+        smtp_lease: Duration::from_secs(60),
+    };
     let attachments = std::env::temp_dir().join(format!("intake-attachments-{}", uuid::Uuid::new_v4().simple()));
-    let store = AttachmentStore::open(&attachments).unwrap();
-    let registry = AdapterRegistry::with_email_config(EmailConfig {
-        max_attachment_bytes: 1 << 20,
-        keep_attachment_content: true,
+    let outbound = Arc::new(OutboundQueue {
+        exchange: broker.topology.exchange.clone(),
+        publisher: Arc::new(LazyPublisher::new(AMQP_URL)),
     });
-    let worker = start_worker_with(&db.url, &broker, registry, |settings| {
-        settings.mailer = Mailer::from_args(&smtp).unwrap();
-        settings.attachment_store = Some(store);
-    })
-    .await;
-    let outbound =
-        OutboundQueue { exchange: broker.topology.exchange.clone(), publisher: Arc::new(LazyPublisher::new(AMQP_URL)) };
     let api = spawn_api_with(intake::http::AppState {
         pool: db.pool.clone(),
         body_limit: 1 << 20,
-        outbound_email: Some(Arc::new(outbound)),
+        outbound_email: Some(outbound.clone()),
     })
     .await;
-    Setup { db, broker, api, client: reqwest::Client::new(), worker, attachments }
+    Setup {
+        db,
+        broker,
+        api,
+        client: reqwest::Client::new(),
+        workers: vec![],
+        attachments,
+        smtp,
+        outbound,
+        one_at_a_time: false,
+    }
 }
 
 impl Setup {
+    /// Another worker (as another process would be: its own pool and its own sender id).
+    async fn start_worker(&mut self) {
+        let store = AttachmentStore::open(&self.attachments).unwrap();
+        let registry = AdapterRegistry::with_email_config(EmailConfig {
+            max_attachment_bytes: 1 << 20,
+            keep_attachment_content: true,
+        });
+        let (smtp, one) = (&self.smtp, self.one_at_a_time);
+        let worker = start_worker_with(&self.db.url, &self.broker, registry, |settings| {
+            settings.mailer = Mailer::from_args(smtp).unwrap();
+            settings.attachment_store = Some(store);
+            if one {
+                settings.prefetch = 1;
+                settings.batch_size = 1;
+            }
+        })
+        .await;
+        self.workers.push(worker);
+    }
+
     /// Register the support mailbox as an email entry point.
     async fn mailbox(&self) -> Value {
         let body = json!({"channelType": "email", "adapterKey": "email", "externalChannelId": "Support@Example.com",
@@ -153,15 +203,44 @@ impl Setup {
     }
 
     async fn call(&self, method: Method, path: &str, body: Option<Value>) -> Value {
+        let (status, body) = self.call_raw(method, path, body).await;
+        assert!(status.is_success(), "{status}: {body}");
+        body
+    }
+
+    async fn call_raw(&self, method: Method, path: &str, body: Option<Value>) -> (reqwest::StatusCode, Value) {
         let mut req = self.client.request(method, format!("{}{path}", self.api)).bearer_auth(TOKEN);
         if let Some(b) = body {
             req = req.json(&b);
         }
         let resp = req.send().await.unwrap();
         let status = resp.status();
-        let body: Value = resp.json().await.unwrap();
-        assert!(status.is_success(), "{status}: {body}");
-        body
+        (status, resp.json().await.unwrap())
+    }
+
+    /// (delivery state, stored Message-ID, claim owner) of a message.
+    async fn delivery(&self, key: &str) -> (Option<String>, Option<String>, Option<String>) {
+        sqlx::query_as("SELECT delivery_state, external_id, delivery_owner FROM messages WHERE idempotency_key = $1")
+            .bind(key)
+            .fetch_one(&self.db.pool)
+            .await
+            .unwrap()
+    }
+
+    async fn wait_for_state(&self, key: &str, state: &str) {
+        wait_until(60, &format!("`{key}` {state}"), || async { self.delivery(key).await.0.as_deref() == Some(state) })
+            .await;
+    }
+
+    /// `intake dlq replay` of the selected dead letters, through the function the CLI calls.
+    async fn replay(&self, selection: intake::amqp::dlq::Selection) -> usize {
+        let channel = self.broker.connection.create_channel().await.unwrap();
+        let queue = &self.broker.topology.dead_queue;
+        let n = intake::amqp::dlq::settle(&channel, Some(&self.broker.publisher), queue, &selection, 1000, |_| {})
+            .await
+            .unwrap();
+        let _ = channel.close(200, "".into()).await;
+        n
     }
 
     /// An email conversation with one inbound customer message; returns its path.
@@ -187,7 +266,9 @@ impl Setup {
     }
 
     async fn finish(self) {
-        self.worker.stop().await;
+        for worker in self.workers {
+            worker.stop().await;
+        }
         self.broker.cleanup().await;
         let _ = std::fs::remove_dir_all(&self.attachments);
     }
@@ -467,5 +548,240 @@ async fn reply_tokens_auto_replies_agent_copies_and_broken_mime() {
     let next = customer_mail("a5@customer.example", "support@example.com", "New", ago(0), "Still there?", &[], false);
     s.receive_mail(&next).await;
     wait_until(30, "the next mail applied", || async { s.messages().await == 5 }).await;
+    s.finish().await;
+}
+
+// ---------- outbound mail exactly once ----------
+
+/// A counter of this test process (nextest runs each test in a process of its own), summed
+/// over its labels, or the one series `name{labels}`.
+fn counter(series: &str) -> f64 {
+    intake::metrics::handle()
+        .render()
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.rsplit_once(' '))
+        .filter(|(key, _)| *key == series || (!series.contains('{') && key.starts_with(&format!("{series}{{"))))
+        .map(|(_, v)| v.parse::<f64>().unwrap())
+        .sum()
+}
+
+fn message_id_of(raw: &str) -> String {
+    header(raw, "Message-ID").unwrap().trim_matches(['<', '>']).to_owned()
+}
+
+fn send_job(path: &str, key: &str) -> intake::smtp::SendJob {
+    intake::smtp::SendJob {
+        project_id: "acme".into(),
+        conversation_id: path.rsplit('/').next().unwrap().parse().unwrap(),
+        message_key: key.into(),
+        body: None,
+        subject: None,
+        sender_display_name: None,
+    }
+}
+
+fn reply(key: &str) -> Value {
+    json!({"message": {"id": key, "direction": "outbound", "body": format!("Reply {key}"),
+        "sender": {"id": "agent-7", "displayName": "Kim from Support"}}})
+}
+
+fn job_key(dead: &intake::amqp::dlq::DeadLetter) -> String {
+    serde_json::from_slice::<Value>(&dead.body).unwrap()["messageKey"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_workers_a_retried_patch_and_a_duplicate_job_send_one_mail() {
+    let smtp = SmtpServer::start().await;
+    // Retries long enough that a job finding the other worker's claim is retried, not dead.
+    let delays =
+        vec![Duration::from_millis(300), Duration::from_secs(1), Duration::from_secs(2), Duration::from_secs(4)];
+    let mut s = setup_without_worker(smtp.port, Some(delays)).await;
+    s.one_at_a_time = true;
+    let path = s.email_conversation().await;
+    // The client sends the reply and, not sure it arrived, sends it again: still pending, so it
+    // is queued twice; and a third job, as a redelivered copy would be.
+    s.call(Method::PATCH, &path, Some(reply("reply-1"))).await;
+    s.call(Method::PATCH, &path, Some(reply("reply-1"))).await;
+    s.outbound.enqueue("email", &send_job(&path, "reply-1")).await.unwrap();
+    let queue = s.broker.topology.outbound_email_queue();
+    wait_until(30, "three jobs queued", || async { s.broker.depth(&queue).await == 3 }).await;
+
+    // Two workers take them at the same time, one delivery each.
+    s.start_worker().await;
+    s.start_worker().await;
+    wait_until(60, "every job handled", || async {
+        counter("intake_emails_sent_total") + counter("intake_email_jobs_skipped_total") >= 3.0
+    })
+    .await;
+    s.wait_for_state("reply-1", "sent").await;
+    let received = smtp.received();
+    assert_eq!(received.len(), 1, "exactly one mail at the SMTP server");
+    let (_, stored, owner) = s.delivery("reply-1").await;
+    assert_eq!(stored.as_deref(), Some(message_id_of(&received[0]).as_str()), "the stored Message-ID is the mail's");
+    assert_eq!(owner, None, "the claim ended");
+    assert_eq!(counter("intake_emails_sent_total"), 1.0);
+    assert_eq!(counter(r#"intake_email_jobs_skipped_total{reason="already_sent"}"#), 2.0);
+    assert_eq!(s.broker.depth(&s.broker.topology.dead_queue).await, 0);
+    let b = s.call(Method::GET, &path, None).await;
+    let m = b["messages"].as_array().unwrap().iter().find(|m| m["id"] == "reply-1").unwrap().clone();
+    assert_eq!(m["metadata"]["deliveryStatus"], "sent");
+    assert_eq!(b["conversation"]["lastOutboundAt"], m["createdAt"]);
+
+    // A PATCH repeated after it was sent queues nothing.
+    s.call(Method::PATCH, &path, Some(reply("reply-1"))).await;
+    assert_eq!(s.broker.depth(&queue).await, 0);
+    s.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_an_smtp_outage_a_dlq_replay_and_the_resend_route_send_each_failed_reply_once() {
+    let port = free_port(); // nothing listens there yet
+    let s = setup(port).await;
+    let path = s.email_conversation().await;
+    s.call(Method::PATCH, &path, Some(reply("reply-x"))).await;
+    s.call(Method::PATCH, &path, Some(reply("reply-y"))).await;
+    wait_until(60, "two dead letters", || async { s.broker.depth(&s.broker.topology.dead_queue).await == 2 }).await;
+    let letters = s.broker.dead_letters().await;
+    for dead in &letters {
+        assert_eq!(dead.reason, "retries_exhausted");
+        assert_eq!(dead.attempts, 3);
+        assert!(dead.error.contains("smtp_unavailable"), "{}", dead.error);
+    }
+    assert_eq!(s.delivery("reply-x").await.0.as_deref(), Some("failed"));
+    assert_eq!(s.delivery("reply-y").await.0.as_deref(), Some("failed"));
+    assert_eq!(counter("intake_emails_sent_total"), 0.0);
+    // The Message-ID was stored at the first claim; the re-send reuses it.
+    let x_id = s.delivery("reply-x").await.1.expect("Message-ID stored before sending");
+
+    // The server comes back; the operator replays reply-x's dead letter.
+    let smtp = SmtpServer::start_on(port).await;
+    let x_dead = letters.iter().find(|d| job_key(d) == "reply-x").unwrap();
+    assert_eq!(s.replay(intake::amqp::dlq::Selection::Ids(vec![x_dead.id.clone()])).await, 1);
+    s.wait_for_state("reply-x", "sent").await;
+    assert_eq!(smtp.received().len(), 1);
+    assert_eq!(message_id_of(&smtp.received()[0]), x_id);
+    assert_eq!(counter("intake_emails_sent_total"), 1.0);
+
+    // reply-y through the API.
+    let resend = format!("{path}/messages/reply-y/resend");
+    let (status, m) = s.call_raw(Method::POST, &resend, None).await;
+    assert_eq!(status, reqwest::StatusCode::ACCEPTED, "{m}");
+    assert_eq!(m["id"], "reply-y");
+    assert_eq!(m["metadata"]["deliveryStatus"], "pending");
+    s.wait_for_state("reply-y", "sent").await;
+    wait_until(30, "both mails", || async { smtp.received().len() == 2 }).await;
+    let y_id = s.delivery("reply-y").await.1.unwrap();
+    assert!(smtp.received().iter().any(|raw| message_id_of(raw) == y_id));
+    let b = s.call(Method::GET, &path, None).await;
+    assert_ne!(b["conversation"]["lastOutboundAt"], Value::Null);
+
+    // Replaying reply-y's dead letter now sends nothing: it is acked as already sent.
+    assert_eq!(s.replay(intake::amqp::dlq::Selection::All).await, 1);
+    wait_until(30, "the replayed job skipped", || async {
+        counter(r#"intake_email_jobs_skipped_total{reason="already_sent"}"#) == 1.0
+    })
+    .await;
+    assert_eq!(smtp.received().len(), 2);
+    assert_eq!(counter("intake_emails_sent_total"), 2.0);
+    assert_eq!(s.broker.depth(&s.broker.topology.dead_queue).await, 0);
+
+    // Only failed or pending outbound email messages can be re-sent.
+    let (status, body) = s.call_raw(Method::POST, &resend, None).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (reqwest::StatusCode::CONFLICT, Some("not_resendable")),
+        "{body}"
+    );
+    let inbound = format!("{path}/messages/cust-1@customer.example/resend");
+    let (status, body) = s.call_raw(Method::POST, &inbound, None).await;
+    assert_eq!(status, reqwest::StatusCode::CONFLICT, "{body}");
+    let (status, body) = s.call_raw(Method::POST, &format!("{path}/messages/nope/resend"), None).await;
+    assert_eq!(status, reqwest::StatusCode::NOT_FOUND, "{body}");
+    let other = format!("/internal/conversations/{}/messages/reply-x/resend", uuid::Uuid::new_v4());
+    assert_eq!(s.call_raw(Method::POST, &other, None).await.0, reqwest::StatusCode::NOT_FOUND);
+    assert_eq!(smtp.received().len(), 2);
+    s.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_senders_expired_claim_is_taken_over_and_a_live_claim_is_not() {
+    let smtp = SmtpServer::start().await;
+    let mut s = setup_without_worker(smtp.port, None).await;
+    let path = s.email_conversation().await;
+    s.call(Method::PATCH, &path, Some(reply("reply-dead"))).await;
+    s.call(Method::PATCH, &path, Some(reply("reply-live"))).await;
+    // A sender that died mid-send left its claim (and the Message-ID it generated); another
+    // is busy sending right now.
+    sqlx::query(
+        "UPDATE messages SET delivery_state = 'sending', delivery_owner = 'gone-host:1:dead',
+                delivery_lease_until = now() - interval '1 minute', external_id = 'claimed-by-the-dead@example.com'
+          WHERE idempotency_key = 'reply-dead'",
+    )
+    .execute(&s.db.pool)
+    .await
+    .unwrap();
+    sqlx::query(
+        "UPDATE messages SET delivery_state = 'sending', delivery_owner = 'busy-host:2:alive',
+                delivery_lease_until = now() + interval '1 hour'
+          WHERE idempotency_key = 'reply-live'",
+    )
+    .execute(&s.db.pool)
+    .await
+    .unwrap();
+    s.start_worker().await;
+
+    s.wait_for_state("reply-dead", "sent").await;
+    assert_eq!(smtp.received().len(), 1);
+    assert_eq!(message_id_of(&smtp.received()[0]), "claimed-by-the-dead@example.com", "the claim's Message-ID");
+
+    // The live claim's job is retried, then dead-lettered; nothing is sent or marked failed.
+    wait_until(60, "a dead letter", || async { s.broker.depth(&s.broker.topology.dead_queue).await == 1 }).await;
+    let dead = s.broker.dead_letters().await.remove(0);
+    assert_eq!(job_key(&dead), "reply-live");
+    assert_eq!(dead.reason, "retries_exhausted");
+    assert_eq!(dead.attempts, 3, "retried");
+    assert!(dead.error.contains("send_in_progress"), "{}", dead.error);
+    let (state, _, owner) = s.delivery("reply-live").await;
+    assert_eq!((state.as_deref(), owner.as_deref()), (Some("sending"), Some("busy-host:2:alive")));
+    assert_eq!(smtp.received().len(), 1);
+    assert_eq!(counter("intake_emails_sent_total"), 1.0);
+
+    // That sender dies too: once its lease ran out, the replayed job sends the reply once.
+    sqlx::query(
+        "UPDATE messages SET delivery_lease_until = now() - interval '1 second' WHERE idempotency_key = 'reply-live'",
+    )
+    .execute(&s.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(s.replay(intake::amqp::dlq::Selection::All).await, 1);
+    s.wait_for_state("reply-live", "sent").await;
+    wait_until(30, "the second mail", || async { smtp.received().len() == 2 }).await;
+    assert_eq!(counter("intake_emails_sent_total"), 2.0);
+    s.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outbound_references_are_capped_keeping_the_root_and_the_newest() {
+    let smtp = SmtpServer::start().await;
+    let s = setup(smtp.port).await;
+    let path = s.email_conversation().await; // the root: cust-1@customer.example at 10:00
+    for i in 1..60 {
+        let m = json!({"message": {"id": format!("m{i:02}@customer.example"), "direction": "inbound",
+            "body": format!("Mail {i}"), "createdAt": format!("2026-01-01T10:{i:02}:00Z"),
+            "sender": {"id": "ada@customer.example", "primaryEmail": "ada@customer.example"}}});
+        s.call(Method::PATCH, &path, Some(m)).await;
+    }
+    s.call(Method::PATCH, &path, Some(reply("reply-1"))).await;
+    wait_until(30, "the reply at the SMTP server", || async { smtp.received().len() == 1 }).await;
+    let raw = smtp.received().remove(0);
+    let references = header(&raw, "References").unwrap();
+    let ids: Vec<&str> = references.split_whitespace().collect();
+    let max = intake::adapters::email::MAX_REFERENCES;
+    assert_eq!(ids.len(), max, "{references}");
+    assert_eq!(ids[0], "<cust-1@customer.example>", "the root stays");
+    assert_eq!(ids[1], format!("<m{:02}@customer.example>", 60 - (max - 1)));
+    assert_eq!(ids[max - 1], "<m59@customer.example>", "the newest last");
+    assert_eq!(header(&raw, "In-Reply-To").as_deref(), Some("<m59@customer.example>"));
     s.finish().await;
 }

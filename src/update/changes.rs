@@ -116,8 +116,9 @@ pub(super) struct SettledRow {
     occurred_at: DateTime<Utc>,
 }
 
-/// A pending outbound message was accepted (or refused) by its channel. Sent: it now counts,
-/// at the time it was accepted, for every timestamp.
+/// A pending outbound message (or one being sent: `sending`, claimed by an SMTP sender) was
+/// accepted (or refused) by its channel; the claim ends. Sent: it now counts, at the time it
+/// was accepted, for every timestamp.
 pub(super) async fn settle_pending(
     conn: &mut PgConnection,
     message_id: Uuid,
@@ -127,8 +128,9 @@ pub(super) async fn settle_pending(
 ) -> Result<(), sqlx::Error> {
     let sent = status == STATUS_SENT;
     let row: Option<SettledRow> = sqlx::query_as(
-        "UPDATE messages SET delivery_state = $2, occurred_at = CASE WHEN $3 THEN $4 ELSE occurred_at END
-          WHERE id = $1 AND delivery_state = 'pending'
+        "UPDATE messages SET delivery_state = $2, occurred_at = CASE WHEN $3 THEN $4 ELSE occurred_at END,
+                delivery_owner = NULL, delivery_lease_until = NULL
+          WHERE id = $1 AND delivery_state IN ('pending', 'sending')
           RETURNING idempotency_key, direction, is_auto_reply, subject, body, metadata, occurred_at",
     )
     .bind(message_id)

@@ -5,10 +5,12 @@ use tracing::Instrument;
 
 use super::{apply_classified, plan_for_update_error, settle_batch, with_backoff, Inflight, Plan, Shared};
 use crate::amqp::publish::ConfirmedPublisher;
-use crate::smtp::{self, SendError, SendJob};
+use crate::amqp::{envelope, header_string};
+use crate::smtp::{SendError, SendJob, SendOptions, SendOutcome};
 
-/// Send agent replies one by one; each ends sent, scheduled for retry, or dead-lettered with
-/// the message marked failed.
+/// Send agent replies one by one; each ends sent, skipped (already sent: a duplicate job),
+/// scheduled for retry, or dead-lettered (the message marked failed unless another sender
+/// still holds its claim).
 pub(super) async fn process_outbound(
     shared: &Shared,
     queue: &str,
@@ -35,24 +37,38 @@ pub(super) async fn process_outbound(
                 continue;
             }
         }
+        // A replayed dead letter is a deliberate re-send: it may claim a `failed` message.
+        let replayed = header_string(item.delivery.properties.headers().as_ref(), envelope::REPLAYED).is_some();
+        let options =
+            SendOptions { resend_failed: replayed, last_attempt: !item.retries_left(&shared.settings.topology) };
         let span = tracing::info_span!("send", conversation_id = %job.conversation_id, key = %job.message_key);
-        item.plan = match mailer.send(&shared.pool, &job).instrument(span).await {
-            Ok(_) => {
+        item.plan = match mailer.send(&shared.pool, &job, options).instrument(span).await {
+            Ok(SendOutcome::Sent { .. }) => {
+                // Counted only when the SMTP server accepted the mail.
                 metrics::counter!("intake_emails_sent_total").increment(1);
                 Plan::Apply(Vec::new())
             }
-            Err(SendError::Transient(error)) if item.retries_left(&shared.settings.topology) => {
-                let _ = smtp::record_status(&shared.pool, &job, "deferred", Some(error.clone())).await;
+            Ok(SendOutcome::Skipped { reason }) => {
+                tracing::info!(conversation_id = %job.conversation_id, key = %job.message_key, reason, "email job skipped");
+                metrics::counter!("intake_email_jobs_skipped_total", "reason" => reason).increment(1);
+                Plan::Skip
+            }
+            // The sender recorded `deferred` (released its claim) or, on the last attempt, `failed`.
+            Err(SendError::Transient(error)) if !options.last_attempt => {
                 Plan::Retry { reason: "smtp_unavailable", error }
             }
             Err(SendError::Transient(error)) => {
-                let _ = smtp::record_failure(&shared.pool, &job, &error).await;
                 Plan::Dead { reason: "retries_exhausted", error: format!("smtp_unavailable: {error}") }
             }
-            Err(SendError::Permanent(error)) => {
-                let _ = smtp::record_failure(&shared.pool, &job, &error).await;
-                Plan::Dead { reason: "smtp_rejected", error }
+            // Another sender holds a live claim: nothing sent, nothing recorded. Retry, so that
+            // the message is sent once that sender's lease expires if it died.
+            Err(SendError::InProgress(error)) if !options.last_attempt => {
+                Plan::Retry { reason: "send_in_progress", error }
             }
+            Err(SendError::InProgress(error)) => {
+                Plan::Dead { reason: "retries_exhausted", error: format!("send_in_progress: {error}") }
+            }
+            Err(SendError::Permanent(error)) => Plan::Dead { reason: "smtp_rejected", error },
         };
     }
     settle_batch(shared, publisher, &inflight).await?;
