@@ -446,6 +446,7 @@ mod tests {
                 occurred_at: Utc::now(),
                 is_auto_reply: false,
                 metadata,
+                fingerprint: None,
             }),
         };
         assert!(update.replace_nul());
