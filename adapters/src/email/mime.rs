@@ -20,7 +20,9 @@ use std::collections::HashSet;
 use mail_parser::{Encoding, Message, MessagePart, MimeHeaders, PartType};
 use sha2::{Digest, Sha256};
 
-use super::html;
+use mail_parser::decoders::charsets::map::charset_decoder;
+
+use super::{charset, html};
 use crate::email::EmailConfig;
 use crate::{Attachment, AttachmentContent};
 
@@ -249,9 +251,13 @@ pub fn extract(message: &Message<'_>, config: &EmailConfig) -> Content {
 fn body_text(message: &Message<'_>, ids: &[u32]) -> String {
     let mut out = String::new();
     for id in ids {
-        let piece: Cow<'_, str> = match message.parts.get(*id as usize).map(|p| &p.body) {
-            Some(PartType::Text(text)) => Cow::Borrowed(text.as_ref()),
-            Some(PartType::Html(markup)) => Cow::Owned(html::html_to_text(markup)),
+        let Some(part) = message.parts.get(*id as usize) else { continue };
+        let piece: Cow<'_, str> = match &part.body {
+            PartType::Text(text) => unlabeled_text(message, part).unwrap_or(Cow::Borrowed(text.as_ref())),
+            PartType::Html(markup) => {
+                let markup = unlabeled_text(message, part).unwrap_or(Cow::Borrowed(markup.as_ref()));
+                Cow::Owned(html::html_to_text(&markup))
+            }
             _ => continue,
         };
         let piece = piece.trim_end();
@@ -270,6 +276,30 @@ fn body_text(message: &Message<'_>, ids: &[u32]) -> String {
         }
     }
     out
+}
+
+/// A text part without a charset mail-parser knows, whose bytes are not UTF-8 (mail-parser
+/// made U+FFFD of them): its text, decoded as a browser would.
+fn unlabeled_text<'m>(message: &'m Message<'_>, part: &'m MessagePart<'_>) -> Option<Cow<'m, str>> {
+    let text = match &part.body {
+        PartType::Text(text) | PartType::Html(text) => text,
+        _ => return None,
+    };
+    let labeled = part
+        .content_type()
+        .and_then(|ct| ct.attribute("charset"))
+        .is_some_and(|label| charset_decoder(label.trim().as_bytes()).is_some() || is_utf8_label(label));
+    if labeled || !text.contains('\u{FFFD}') {
+        return None;
+    }
+    let bytes = part_bytes(message, part);
+    Some(Cow::Owned(charset::decode_unlabeled(&bytes).into_owned()))
+}
+
+/// mail-parser reads UTF-8 itself, without a decoder from its charset table.
+fn is_utf8_label(label: &str) -> bool {
+    let label = label.trim();
+    label.eq_ignore_ascii_case("utf-8") || label.eq_ignore_ascii_case("utf8")
 }
 
 /// The decoded bytes of a leaf part as they were sent. mail-parser hands text parts over

@@ -3,7 +3,9 @@
 //! One delivery becomes one [`UpdateAction::Append`]. mail-parser does the MIME work (RFC 2047
 //! encoded words, RFC 2231 parameters, quoted-printable and base64, nested multiparts, and
 //! every common charset through its `full_encoding` feature: ISO-2022-JP, Shift_JIS, EUC-JP,
-//! GB2312/GBK/GB18030, Big5, EUC-KR, KOI8-R/U, windows-125x, ISO-8859-x, UTF-7/16).
+//! GB2312/GBK/GB18030, Big5, EUC-KR, KOI8-R/U, windows-125x, ISO-8859-x, UTF-7/16). Raw 8-bit
+//! header fields and text parts without a known charset that are not UTF-8 are decoded as a
+//! browser would (see the `charset` module).
 //!
 //! # The message
 //!
@@ -65,7 +67,7 @@
 //! A body that is empty, has no header fields, or whose header fields include none of the
 //! standard ones (From, To, Date, Subject, Message-ID, Received, Content-Type, …) is not a
 //! message: [`AdapterError::Malformed`]. Anything else is decoded as far as it goes: broken
-//! MIME structure, unknown charsets (decoded as UTF-8, lossily), bad encodings, missing
+//! MIME structure, unknown charsets (UTF-8 if valid, else guessed), bad encodings, missing
 //! headers, a header block cut off without its final line break, an mbox `From ` line in front.
 //! Decoding never panics (see [`decode`]) and allocates in proportion to the input (parsed
 //! parts borrow from it or are decoded copies no larger than it); the body size itself is
@@ -73,6 +75,7 @@
 
 mod address;
 mod auto_reply;
+mod charset;
 mod html;
 mod mime;
 pub mod quote;
@@ -162,16 +165,26 @@ fn decode_unguarded(delivery: &Delivery<'_>, config: &EmailConfig) -> Result<Vec
         return Err(AdapterError::Malformed("not an email: the body is empty".into()));
     }
     let raw = terminate_header_block(raw);
-    let message = MessageParser::new()
-        .parse(raw.as_ref())
-        .filter(|m| !m.parts.is_empty())
-        .ok_or_else(|| AdapterError::Malformed("not an email: no header fields found".into()))?;
+    let first = parse(raw.as_ref())?;
+    // Raw 8-bit header fields: decoded as a browser would, then parsed again.
+    let repaired = charset::repair_headers(raw.as_ref(), &first);
+    let message = match &repaired {
+        Some(repaired) => parse(repaired)?,
+        None => first,
+    };
     if !message.headers().iter().any(|h| !matches!(h.name, HeaderName::Other(_))) {
         return Err(AdapterError::Malformed(
             "not an email: none of the standard header fields (From, To, Date, Subject, Message-ID, …) found".into(),
         ));
     }
     Ok(vec![build(&message, delivery, config)])
+}
+
+fn parse(raw: &[u8]) -> Result<Message<'_>, AdapterError> {
+    MessageParser::new()
+        .parse(raw)
+        .filter(|m| !m.parts.is_empty())
+        .ok_or_else(|| AdapterError::Malformed("not an email: no header fields found".into()))
 }
 
 /// Mark messages sent from the mailbox itself (or an agent domain) as outbound.

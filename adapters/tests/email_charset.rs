@@ -1,0 +1,116 @@
+//! Unlabeled 8-bit text in mails: raw GB2312, Shift_JIS or Latin-1 bytes in header fields and
+//! in text parts without a charset are decoded as a browser would (chardetng), valid UTF-8
+//! stays as it is.
+
+mod corpus;
+
+use chrono::{TimeZone, Utc};
+use intake_adapters::email::{self, EmailConfig};
+use intake_adapters::{Delivery, Headers, NormalizedMessage, NormalizedUpdate, UpdateAction};
+
+fn decode(raw: &[u8]) -> NormalizedUpdate {
+    let headers = Headers::new();
+    let received_at = Utc.with_ymd_and_hms(2027, 1, 1, 0, 0, 0).unwrap();
+    let delivery = Delivery { body: raw, headers: &headers, external_channel_id: None, received_at };
+    email::decode(&delivery, &EmailConfig::default()).expect("decodes").remove(0)
+}
+
+fn message(update: &NormalizedUpdate) -> &NormalizedMessage {
+    match &update.action {
+        UpdateAction::Append(m) => m,
+        other => panic!("expected an append, got {other:?}"),
+    }
+}
+
+fn fixture(name: &str) -> Vec<u8> {
+    let path = format!("{}/tests/fixtures/email/{name}", env!("CARGO_MANIFEST_DIR"));
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+fn from_name(m: &NormalizedMessage) -> Option<&str> {
+    m.metadata.get("from")?.get("name")?.as_str()
+}
+
+#[test]
+fn raw_gb2312_subject_sender_and_body() {
+    let update = decode(&fixture("intake_unlabeled_8bit_gb2312.eml"));
+    let m = message(&update);
+    assert_eq!(m.subject.as_deref(), Some("关于发票的问题：请尽快回复"));
+    assert_eq!(m.sender.display_name.as_deref(), Some("王小明"));
+    assert_eq!(from_name(m), Some("王小明"));
+    assert_eq!(m.sender.id.as_deref(), Some("sender@customer.example"));
+    assert!(m.body.contains("我上个月的发票还没有收到"), "{}", m.body);
+    assert!(!m.body.contains('\u{FFFD}'));
+}
+
+#[test]
+fn raw_shift_jis_subject_sender_and_body() {
+    let update = decode(&fixture("intake_unlabeled_8bit_shift_jis.eml"));
+    let m = message(&update);
+    assert_eq!(m.subject.as_deref(), Some("パスワード再設定ツールについて"));
+    assert_eq!(m.sender.display_name.as_deref(), Some("山田太郎"));
+    assert!(m.body.contains("パスワード再設定ツールが動作しません。"), "{}", m.body);
+}
+
+#[test]
+fn valid_utf8_headers_and_body_stay_as_they_are() {
+    let raw = "From: \"Zoë Ünal\" <zoe@example.com>\r\nTo: support@example.com\r\nSubject: Grüße, 转发 ツール\r\n\
+               Message-ID: <utf8@example.com>\r\n\r\nnaïve café 漢字\r\n";
+    let m = decode(raw.as_bytes());
+    let m = message(&m);
+    assert_eq!(m.subject.as_deref(), Some("Grüße, 转发 ツール"));
+    assert_eq!(m.sender.display_name.as_deref(), Some("Zoë Ünal"));
+    assert_eq!(m.body.trim_end(), "naïve café 漢字");
+}
+
+#[test]
+fn raw_latin1_attachment_name_and_unlabeled_latin1_body() {
+    let raw = b"From: a@example.com\r\nTo: support@example.com\r\nSubject: Schaden\r\n\
+        Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\n\
+        Der Wasserschaden in der K\xfcche ist gr\xf6\xdfer geworden.\r\n--b\r\n\
+        Content-Type: image/jpeg\r\nContent-Disposition: attachment; filename=\"K\xfcche.jpg\"\r\n\
+        Content-Transfer-Encoding: base64\r\n\r\n/9j/4AAQ\r\n--b--\r\n";
+    let update = decode(raw);
+    let m = message(&update);
+    assert_eq!(m.body.trim_end(), "Der Wasserschaden in der Küche ist größer geworden.");
+    assert_eq!(m.attachments[0].filename.as_deref(), Some("Küche.jpg"));
+}
+
+#[test]
+fn a_known_charset_label_is_used_as_labelled() {
+    // Labelled windows-1252: mail-parser's own decoder, no guessing.
+    let raw = b"From: a@example.com\r\nSubject: x\r\nContent-Type: text/plain; charset=windows-1252\r\n\r\n\x93quoted\x94\r\n";
+    assert_eq!(message(&decode(raw)).body.trim_end(), "\u{201c}quoted\u{201d}");
+}
+
+#[test]
+fn zammad_mail046_gb2312_subject_and_sender() {
+    let Some(raw) = corpus::read("email/zammad/mail046.box") else { return };
+    let update = decode(&raw);
+    let m = message(&update);
+    assert_eq!(m.subject.as_deref(), Some("转发：整体提升企业服务水平"));
+    // Zammad's own expectation (`ÎäŔźłÉ`) is these GB2312 bytes read as windows-1250.
+    assert_eq!(from_name(m), Some("武兰成"));
+    assert_eq!(m.sender.id.as_deref(), Some("glopelf7121@example.com"));
+}
+
+#[test]
+fn zammad_mail093_shift_jis_subject() {
+    let Some(raw) = corpus::read("email/zammad/mail093.box") else { return };
+    let m = decode(&raw);
+    let m = message(&m);
+    assert_eq!(m.subject.as_deref(), Some("ツール"));
+}
+
+#[test]
+fn zammad_raw_8bit_attachment_names() {
+    for (file, expected) in [
+        ("email/zammad/mail015.box", "绩效管理,究竟谁错了.xls"),
+        ("email/zammad/mail057.box", "Hofjägeralle Wasserschaden.jpg"),
+    ] {
+        let Some(raw) = corpus::read(file) else { return };
+        let update = decode(&raw);
+        let names: Vec<_> = message(&update).attachments.iter().filter_map(|a| a.filename.as_deref()).collect();
+        assert!(names.contains(&expected), "{file}: {names:?}");
+    }
+}
