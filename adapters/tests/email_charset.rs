@@ -3,29 +3,10 @@
 //! stays as it is.
 
 mod corpus;
+mod support;
 
-use chrono::{TimeZone, Utc};
-use intake_adapters::email::{self, EmailConfig};
-use intake_adapters::{Delivery, Headers, NormalizedMessage, NormalizedUpdate, UpdateAction};
-
-fn decode(raw: &[u8]) -> NormalizedUpdate {
-    let headers = Headers::new();
-    let received_at = Utc.with_ymd_and_hms(2027, 1, 1, 0, 0, 0).unwrap();
-    let delivery = Delivery { body: raw, headers: &headers, external_channel_id: None, received_at };
-    email::decode(&delivery, &EmailConfig::default()).expect("decodes").remove(0)
-}
-
-fn message(update: &NormalizedUpdate) -> &NormalizedMessage {
-    match &update.action {
-        UpdateAction::Append(m) => m,
-        other => panic!("expected an append, got {other:?}"),
-    }
-}
-
-fn fixture(name: &str) -> Vec<u8> {
-    let path = format!("{}/tests/fixtures/email/{name}", env!("CARGO_MANIFEST_DIR"));
-    std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
-}
+use intake_adapters::NormalizedMessage;
+use support::{decode, fixture, message};
 
 fn from_name(m: &NormalizedMessage) -> Option<&str> {
     m.metadata.get("from")?.get("name")?.as_str()

@@ -22,7 +22,7 @@ use sha2::{Digest, Sha256};
 
 use mail_parser::decoders::charsets::map::charset_decoder;
 
-use super::{charset, html};
+use super::{charset, filename, html};
 use crate::email::EmailConfig;
 use crate::{Attachment, AttachmentContent};
 
@@ -219,7 +219,7 @@ pub fn extract(message: &Message<'_>, config: &EmailConfig) -> Content {
             content.has_delivery_status_part = true;
         }
         let bytes = part_bytes(message, part);
-        let filename = part.attachment_name().and_then(clean_filename);
+        let filename = filename::of_part(part, &ctype, &subtype);
         let content_id =
             part.content_id().map(|id| id.trim().trim_matches(['<', '>']).to_owned()).filter(|id| !id.is_empty());
         if bytes.is_empty() && filename.is_none() && content_id.is_none() {
@@ -321,29 +321,4 @@ fn part_bytes<'m>(message: &'m Message<'_>, part: &'m MessagePart<'_>) -> Cow<'m
         }
     }
     Cow::Borrowed(part.contents())
-}
-
-/// The last path segment of a file name, without control characters, at most 255 characters.
-fn clean_filename(name: &str) -> Option<String> {
-    let base = name.rsplit(['/', '\\']).next().unwrap_or(name);
-    let cleaned: String = base.chars().filter(|c| !c.is_control()).take(255).collect();
-    let cleaned = cleaned.trim();
-    (!cleaned.is_empty() && cleaned != "." && cleaned != "..").then(|| cleaned.to_owned())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn filenames_lose_paths_and_control_characters() {
-        assert_eq!(clean_filename("report.pdf").as_deref(), Some("report.pdf"));
-        assert_eq!(clean_filename("C:\\Users\\ann\\report.pdf").as_deref(), Some("report.pdf"));
-        assert_eq!(clean_filename("../../etc/passwd").as_deref(), Some("passwd"));
-        assert_eq!(clean_filename("a\u{0}b\r\n.txt").as_deref(), Some("ab.txt"));
-        assert_eq!(clean_filename("  "), None);
-        assert_eq!(clean_filename("dir/"), None);
-        assert_eq!(clean_filename("..").as_deref(), None);
-        assert_eq!(clean_filename(&"x".repeat(1000)).map(|s| s.len()), Some(255));
-    }
 }

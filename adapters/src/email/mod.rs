@@ -20,7 +20,8 @@
 //!   `metadata.previewText` has it, on one line of at most [`PREVIEW_MAX_CHARS`] characters,
 //!   without quoted history and signature (see [`quote`]) for the conversation list;
 //! - **attachments**: every other leaf part, inline images included, with file name, media type,
-//!   decoded size, Content-ID (without `<>`), SHA-256 and `inline` (a `Content-Disposition:
+//!   decoded size (a forwarded message without a file name is `<its Subject>.eml`, see the
+//!   `filename` module), Content-ID (without `<>`), SHA-256 and `inline` (a `Content-Disposition:
 //!   inline` part, or a part with a Content-ID inside a `multipart/related`). With
 //!   [`EmailConfig::keep_attachment_content`] the bytes of attachments up to
 //!   [`EmailConfig::max_attachment_bytes`] travel in [`crate::Attachment::content`]; the
@@ -76,6 +77,7 @@
 mod address;
 mod auto_reply;
 mod charset;
+mod filename;
 mod html;
 mod mime;
 pub mod quote;
