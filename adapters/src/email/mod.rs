@@ -32,6 +32,9 @@
 //! - **occurred_at**: the `Date` header when it is valid and at most 24 hours after the
 //!   delivery's `received_at` (a date far in the future would freeze forward-only timestamps);
 //!   otherwise `received_at`, and the ignored value is kept as `metadata.ignoredDate`;
+//! - **fingerprint**: [`crate::content_fingerprint`] of the message with the `Date` header as
+//!   written (unfolded), so relayed copies match and a reused Message-ID on another mail does
+//!   not;
 //! - **direction**: always inbound here; [`refine`] makes it outbound once the entry point is
 //!   known;
 //! - **auto-replies and bounces** (see `auto_reply`): `is_auto_reply`, with
@@ -96,8 +99,8 @@ use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
 
 use crate::{
-    preview_of, AdapterError, ChannelAdapter, ChannelType, Delivery, Direction, EntryPointInfo, NormalizedMessage,
-    NormalizedUpdate, Sender, ThreadRef, UpdateAction,
+    content_fingerprint, preview_of, AdapterError, ChannelAdapter, ChannelType, Delivery, Direction, EntryPointInfo,
+    NormalizedMessage, NormalizedUpdate, Sender, ThreadRef, UpdateAction,
 };
 
 /// The adapter key (second word of the routing key `email.email`).
@@ -420,22 +423,28 @@ fn build(message: &Message<'_>, delivery: &Delivery<'_>, config: &EmailConfig) -
         meta.insert("truncatedParts".into(), Value::Bool(true));
     }
 
+    let mut normalized = NormalizedMessage {
+        idempotency_key,
+        direction: Direction::Inbound,
+        sender,
+        subject,
+        body: content.text,
+        attachments: content.attachments,
+        occurred_at,
+        is_auto_reply: detection.is_some(),
+        metadata: meta,
+        fingerprint: None,
+    };
+    // The Date as written, not as parsed: a copy relayed through more MTAs (each adding a
+    // `Received:`) keeps it, a recycled Message-ID on another mail does not.
+    let date_as_written = raw_headers(message, "Date").into_iter().next();
+    normalized.fingerprint = Some(content_fingerprint(&normalized, date_as_written.as_deref()));
+
     NormalizedUpdate {
         external_channel_id,
         fallback_channel_ids,
         thread: ThreadRef { key: None, references, conversation_id_hint },
-        action: UpdateAction::Append(NormalizedMessage {
-            idempotency_key,
-            direction: Direction::Inbound,
-            sender,
-            subject,
-            body: content.text,
-            attachments: content.attachments,
-            occurred_at,
-            is_auto_reply: detection.is_some(),
-            metadata: meta,
-            fingerprint: None,
-        }),
+        action: UpdateAction::Append(normalized),
     }
 }
 
