@@ -319,7 +319,7 @@ fn edit(
     // new `message`; the previous version names the same message.
     let ts = non_empty(message.ts.as_deref())
         .or_else(|| previous.and_then(|p| non_empty(p.ts.as_deref())))
-        .ok_or_else(|| AdapterError::Missing("event.message.ts (or event.previous_message.ts)".into()))?;
+        .ok_or_else(|| AdapterError::Missing("event.message.ts".into()))?;
     let text = message.text.clone().unwrap_or_default();
     if let Some(previous) = previous {
         if previous.text.as_deref().unwrap_or_default() == text {
