@@ -76,11 +76,14 @@ fn zammad_mail046_gb2312_subject_and_sender() {
 }
 
 #[test]
-fn zammad_mail093_shift_jis_subject() {
+fn zammad_mail093_shift_jis_subject_and_mislabelled_sender() {
     let Some(raw) = corpus::read("email/zammad/mail093.box") else { return };
     let m = decode(&raw);
     let m = message(&m);
     assert_eq!(m.subject.as_deref(), Some("ツール"));
+    // From is an encoded word labelled ISO-2022-JP that holds Shift_JIS bytes.
+    assert_eq!(from_name(m), Some("ツール EXAMPLE"));
+    assert_eq!(m.sender.id.as_deref(), Some("bar@example.org"));
 }
 
 #[test]

@@ -12,13 +12,16 @@
 //! subject, the addresses, the file names and the headers of forwarded messages all come out
 //! right through the one parser. One guess serves all such fields of a message: one mailer
 //! wrote them, and a display name alone is too short to tell GBK from windows-1250.
+//!
+//! Japanese mailers also label Shift_JIS encoded words as ISO-2022-JP (a 7-bit charset):
+//! encoded words with such a label whose bytes are 8-bit are guessed the same way.
 
 use std::borrow::Cow;
 use std::ops::Range;
 
 use chardetng::EncodingDetector;
 use encoding_rs::{Encoding, WINDOWS_1252};
-use mail_parser::{Message, PartType};
+use mail_parser::{HeaderName, Message, PartType};
 
 /// The encoding a browser would pick for these bytes. Only ASCII-compatible encodings are
 /// used (a header field's ASCII syntax must survive); anything else falls back to
@@ -42,42 +45,62 @@ pub fn decode_unlabeled(bytes: &[u8]) -> Cow<'_, str> {
     }
 }
 
-/// A copy of `raw` whose header fields are all UTF-8, or `None` when they already are.
+/// A copy of `raw` whose header fields are all UTF-8 and carry no mislabelled encoded words,
+/// or `None` when there is nothing to repair.
 ///
 /// `message` must be `raw` parsed. The header fields of nested messages that mail-parser read
 /// from `raw` itself (a `message/rfc822` part without transfer encoding) are repaired too;
 /// those it decoded from base64 or quoted-printable first live in another buffer and are left.
 pub fn repair_headers(raw: &[u8], message: &Message<'_>) -> Option<Vec<u8>> {
-    let mut ranges = Vec::new();
-    collect_non_utf8_fields(raw, message, &mut ranges);
-    if ranges.is_empty() {
+    let mut repairs = Vec::new();
+    collect_repairs(raw, message, &mut repairs);
+    if repairs.is_empty() {
         return None;
     }
-    ranges.sort_by_key(|r| (r.start, r.end));
-    ranges.dedup_by(|later, earlier| later.start < earlier.end);
+    repairs.sort_by_key(|r| (r.range.start, r.range.end));
+    repairs.dedup_by(|later, earlier| later.range.start < earlier.range.end);
 
     let mut sample = Vec::new();
-    for range in &ranges {
-        sample.extend_from_slice(&raw[range.clone()]);
+    for repair in &repairs {
+        sample.extend_from_slice(&repair.bytes);
         sample.push(b'\n');
     }
     let encoding = guess(&sample);
 
     let mut repaired = Vec::with_capacity(raw.len() + raw.len() / 2);
     let mut copied = 0;
-    for range in ranges {
-        repaired.extend_from_slice(&raw[copied..range.start]);
-        let (text, _) = encoding.decode_without_bom_handling(&raw[range.clone()]);
-        repaired.extend_from_slice(text.as_bytes());
-        copied = range.end;
+    for repair in repairs {
+        repaired.extend_from_slice(&raw[copied..repair.range.start]);
+        let (text, _) = encoding.decode_without_bom_handling(&repair.bytes);
+        let inside_quotes = repair.range.start > 0 && raw[repair.range.start - 1] == b'"';
+        if repair.in_address && !inside_quotes && text.contains(ADDRESS_SPECIALS) {
+            // A display name that was one encoded word stays one phrase.
+            repaired.push(b'"');
+            repaired.extend_from_slice(text.replace('\\', "\\\\").replace('"', "\\\"").as_bytes());
+            repaired.push(b'"');
+        } else {
+            repaired.extend_from_slice(text.as_bytes());
+        }
+        copied = repair.range.end;
     }
     repaired.extend_from_slice(&raw[copied..]);
     Some(repaired)
 }
 
-/// The byte ranges in `raw` of every header field value of `message` (nested messages parsed
-/// from `raw` itself included) that is not valid UTF-8.
-fn collect_non_utf8_fields(raw: &[u8], message: &Message<'_>, ranges: &mut Vec<Range<usize>>) {
+/// Characters that would change the meaning of a display name written bare.
+const ADDRESS_SPECIALS: &[char] = &[',', ';', '<', '>', '"', '@', ':', '(', ')', '[', ']', '\\'];
+
+/// Bytes of `raw` to replace by `bytes` decoded with the message's guessed encoding.
+struct Repair {
+    range: Range<usize>,
+    bytes: Vec<u8>,
+    /// In an address header: a decoded encoded word may need quoting.
+    in_address: bool,
+}
+
+/// The repairs of every header field of `message` (nested messages parsed from `raw` itself
+/// included): whole field values that are not UTF-8, and mislabelled encoded words.
+fn collect_repairs(raw: &[u8], message: &Message<'_>, repairs: &mut Vec<Repair>) {
     // A nested message decoded from a transfer encoding has offsets into its own buffer.
     if !std::ptr::eq(message.raw_message.as_ptr(), raw.as_ptr()) || message.raw_message.len() != raw.len() {
         return;
@@ -85,14 +108,107 @@ fn collect_non_utf8_fields(raw: &[u8], message: &Message<'_>, ranges: &mut Vec<R
     for part in &message.parts {
         for header in &part.headers {
             let range = header.offset_start as usize..header.offset_end as usize;
-            if raw.get(range.clone()).is_some_and(|value| std::str::from_utf8(value).is_err()) {
-                ranges.push(range);
+            let Some(value) = raw.get(range.clone()) else { continue };
+            let in_address = matches!(
+                header.name,
+                HeaderName::From
+                    | HeaderName::To
+                    | HeaderName::Cc
+                    | HeaderName::Bcc
+                    | HeaderName::ReplyTo
+                    | HeaderName::Sender
+            );
+            if std::str::from_utf8(value).is_err() {
+                repairs.push(Repair { range, bytes: value.to_vec(), in_address: false });
+                continue;
+            }
+            for (word, bytes) in mislabelled_words(value) {
+                let range = range.start + word.start..range.start + word.end;
+                repairs.push(Repair { range, bytes, in_address });
             }
         }
         if let PartType::Message(nested) = &part.body {
-            collect_non_utf8_fields(raw, nested, ranges);
+            collect_repairs(raw, nested, repairs);
         }
     }
+}
+
+/// RFC 2047 encoded words (`=?charset?B|Q?text?=`) labelled with a 7-bit charset
+/// (ISO-2022-JP, ...) whose bytes are 8-bit: Japanese mailers label Shift_JIS that way. Their
+/// ranges in `value` and their decoded bytes, to be guessed like raw 8-bit text.
+fn mislabelled_words(value: &[u8]) -> Vec<(Range<usize>, Vec<u8>)> {
+    let mut words = Vec::new();
+    let mut at = 0;
+    while let Some(found) = find(&value[at..], b"=?") {
+        let start = at + found;
+        let Some((end, charset, encoding, text)) = encoded_word(value, start) else {
+            at = start + 2;
+            continue;
+        };
+        at = end;
+        let label = charset.split(|&b| b == b'*').next().unwrap_or_default().to_ascii_lowercase();
+        if !label.starts_with(b"iso-2022-") && label != b"csiso2022jp" {
+            continue;
+        }
+        let bytes = match encoding.to_ascii_lowercase() {
+            b'b' => mail_parser::decoders::base64::base64_decode(text),
+            b'q' => Some(q_decode(text)),
+            _ => None,
+        };
+        if let Some(bytes) = bytes.filter(|b| !b.is_ascii()) {
+            words.push((start..end, bytes));
+        }
+    }
+    words
+}
+
+/// The encoded word starting at `start` (`=?`): its end and its charset, encoding and text.
+fn encoded_word(value: &[u8], start: usize) -> Option<(usize, &[u8], u8, &[u8])> {
+    let rest = value.get(start + 2..)?;
+    let charset_len = rest.iter().position(|&b| b == b'?')?;
+    let charset = &rest[..charset_len];
+    if charset.is_empty() || charset.iter().any(|b| b.is_ascii_whitespace()) {
+        return None;
+    }
+    let encoding = *rest.get(charset_len + 1)?;
+    if rest.get(charset_len + 2) != Some(&b'?') {
+        return None;
+    }
+    let text_start = charset_len + 3;
+    let text_len = find(rest.get(text_start..)?, b"?=")?;
+    let text = &rest[text_start..text_start + text_len];
+    if text.iter().any(|b| b.is_ascii_whitespace()) {
+        return None;
+    }
+    Some((start + 2 + text_start + text_len + 2, charset, encoding, text))
+}
+
+/// RFC 2047 "Q" decoding: `_` is a space, `=XX` a byte.
+fn q_decode(text: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(text.len());
+    let mut i = 0;
+    while i < text.len() {
+        match text[i] {
+            b'_' => out.push(b' '),
+            b'=' => {
+                let hex = text.get(i + 1..i + 3).and_then(|hex| std::str::from_utf8(hex).ok());
+                match hex.and_then(|hex| u8::from_str_radix(hex, 16).ok()) {
+                    Some(byte) => {
+                        out.push(byte);
+                        i += 2;
+                    }
+                    None => out.push(b'='),
+                }
+            }
+            byte => out.push(byte),
+        }
+        i += 1;
+    }
+    out
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
 }
 
 #[cfg(test)]
@@ -120,6 +236,32 @@ mod tests {
         assert!(text.contains("From: \"测试\" <a@example.com>"), "{text}");
         assert!(text.contains("X-Ok: é\r\n"), "{text}");
         assert!(text.ends_with("\r\n\r\nbody\r\n"), "{text}");
+    }
+
+    #[test]
+    fn seven_bit_labels_on_8bit_words_are_guessed() {
+        // ツール EXAMPLE in Shift_JIS, labelled ISO-2022-JP (B), and テスト in Q.
+        let raw = b"From: =?ISO-2022-JP?B?g2OBW4OLIEVYQU1QTEU=?= <bar@example.org>\r\n\
+            Subject: =?iso-2022-jp?Q?=83e=83X=83g?=\r\nTo: =?ISO-2022-JP?B?GyRCJUYlOSVIGyhC?= <a@example.com>\r\n\r\nx\r\n";
+        let message = mail_parser::MessageParser::new().parse(&raw[..]).unwrap();
+        let repaired = repair_headers(raw, &message).expect("repaired");
+        let message = mail_parser::MessageParser::new().parse(&repaired[..]).unwrap();
+        assert_eq!(message.subject(), Some("テスト"));
+        assert_eq!(message.from().and_then(|a| a.first()).and_then(|a| a.name()), Some("ツール EXAMPLE"));
+        // A real (7-bit) ISO-2022-JP word is left to mail-parser.
+        assert_eq!(message.to().and_then(|a| a.first()).and_then(|a| a.name()), Some("テスト"));
+    }
+
+    #[test]
+    fn a_decoded_display_name_with_specials_is_quoted() {
+        let raw = b"From: =?ISO-2022-JP?Q?Doe,_J=83e?= <j@example.org>\r\nSubject: x\r\n\r\nx\r\n";
+        let message = mail_parser::MessageParser::new().parse(&raw[..]).unwrap();
+        let repaired = repair_headers(raw, &message).expect("repaired");
+        let message = mail_parser::MessageParser::new().parse(&repaired[..]).unwrap();
+        let from: Vec<_> = message.from().unwrap().iter().map(|a| (a.name(), a.address())).collect();
+        assert_eq!(from.len(), 1, "{from:?}");
+        assert_eq!(from[0].1, Some("j@example.org"));
+        assert!(from[0].0.is_some_and(|n| n.starts_with("Doe, ")), "{from:?}");
     }
 
     #[test]
