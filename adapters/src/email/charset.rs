@@ -118,13 +118,24 @@ fn collect_repairs(raw: &[u8], message: &Message<'_>, repairs: &mut Vec<Repair>)
                     | HeaderName::ReplyTo
                     | HeaderName::Sender
             );
-            if std::str::from_utf8(value).is_err() {
-                repairs.push(Repair { range, bytes: value.to_vec(), in_address: false });
-                continue;
+            let words = encoded_words(value);
+            // Raw 8-bit bytes outside encoded words; inside one, its own label decodes them.
+            let mut outside = 0;
+            for gap_end in words.iter().map(|w| w.range.start).chain([value.len()]) {
+                let gap = outside..gap_end;
+                if std::str::from_utf8(&value[gap.clone()]).is_err() {
+                    let bytes = value[gap.clone()].to_vec();
+                    let range = range.start + gap.start..range.start + gap.end;
+                    // Raw text stands where the sender wrote it, quoted or not.
+                    repairs.push(Repair { range, bytes, in_address: false });
+                }
+                outside = words.iter().find(|w| w.range.start == gap_end).map_or(gap_end, |w| w.range.end);
             }
-            for (word, bytes) in mislabelled_words(value) {
-                let range = range.start + word.start..range.start + word.end;
-                repairs.push(Repair { range, bytes, in_address });
+            for word in words {
+                if let Some(bytes) = mislabelled(&word) {
+                    let range = range.start + word.range.start..range.start + word.range.end;
+                    repairs.push(Repair { range, bytes, in_address });
+                }
             }
         }
         if let PartType::Message(nested) = &part.body {
@@ -133,37 +144,49 @@ fn collect_repairs(raw: &[u8], message: &Message<'_>, repairs: &mut Vec<Repair>)
     }
 }
 
-/// RFC 2047 encoded words (`=?charset?B|Q?text?=`) labelled with a 7-bit charset
-/// (ISO-2022-JP, ...) whose bytes are 8-bit: Japanese mailers label Shift_JIS that way. Their
-/// ranges in `value` and their decoded bytes, to be guessed like raw 8-bit text.
-fn mislabelled_words(value: &[u8]) -> Vec<(Range<usize>, Vec<u8>)> {
+/// An RFC 2047 encoded word (`=?charset?B|Q?text?=`) in a header value.
+struct EncodedWord<'v> {
+    range: Range<usize>,
+    charset: &'v [u8],
+    encoding: u8,
+    text: &'v [u8],
+}
+
+/// The encoded words of a header value, in order.
+fn encoded_words(value: &[u8]) -> Vec<EncodedWord<'_>> {
     let mut words = Vec::new();
     let mut at = 0;
     while let Some(found) = find(&value[at..], b"=?") {
         let start = at + found;
-        let Some((end, charset, encoding, text)) = encoded_word(value, start) else {
-            at = start + 2;
-            continue;
-        };
-        at = end;
-        let label = charset.split(|&b| b == b'*').next().unwrap_or_default().to_ascii_lowercase();
-        if !label.starts_with(b"iso-2022-") && label != b"csiso2022jp" {
-            continue;
-        }
-        let bytes = match encoding.to_ascii_lowercase() {
-            b'b' => mail_parser::decoders::base64::base64_decode(text),
-            b'q' => Some(q_decode(text)),
-            _ => None,
-        };
-        if let Some(bytes) = bytes.filter(|b| !b.is_ascii()) {
-            words.push((start..end, bytes));
+        match encoded_word(value, start) {
+            Some(word) => {
+                at = word.range.end;
+                words.push(word);
+            }
+            None => at = start + 2,
         }
     }
     words
 }
 
-/// The encoded word starting at `start` (`=?`): its end and its charset, encoding and text.
-fn encoded_word(value: &[u8], start: usize) -> Option<(usize, &[u8], u8, &[u8])> {
+/// The decoded bytes of an encoded word labelled with a 7-bit charset (ISO-2022-JP, ...) whose
+/// bytes are 8-bit: Japanese mailers label Shift_JIS that way. They are guessed like raw 8-bit
+/// text.
+fn mislabelled(word: &EncodedWord<'_>) -> Option<Vec<u8>> {
+    let label = word.charset.split(|&b| b == b'*').next().unwrap_or_default().to_ascii_lowercase();
+    if !label.starts_with(b"iso-2022-") && label != b"csiso2022jp" {
+        return None;
+    }
+    let bytes = match word.encoding.to_ascii_lowercase() {
+        b'b' => mail_parser::decoders::base64::base64_decode(word.text),
+        b'q' => Some(q_decode(word.text)),
+        _ => None,
+    };
+    bytes.filter(|b| !b.is_ascii())
+}
+
+/// The encoded word starting at `start` (`=?`), if one does.
+fn encoded_word(value: &[u8], start: usize) -> Option<EncodedWord<'_>> {
     let rest = value.get(start + 2..)?;
     let charset_len = rest.iter().position(|&b| b == b'?')?;
     let charset = &rest[..charset_len];
@@ -180,7 +203,7 @@ fn encoded_word(value: &[u8], start: usize) -> Option<(usize, &[u8], u8, &[u8])>
     if text.iter().any(|b| b.is_ascii_whitespace()) {
         return None;
     }
-    Some((start + 2 + text_start + text_len + 2, charset, encoding, text))
+    Some(EncodedWord { range: start..start + 2 + text_start + text_len + 2, charset, encoding, text })
 }
 
 /// RFC 2047 "Q" decoding: `_` is a space, `=XX` a byte.
@@ -262,6 +285,16 @@ mod tests {
         assert_eq!(from.len(), 1, "{from:?}");
         assert_eq!(from[0].1, Some("j@example.org"));
         assert!(from[0].0.is_some_and(|n| n.starts_with("Doe, ")), "{from:?}");
+    }
+
+    #[test]
+    fn raw_8bit_inside_an_encoded_word_is_left_to_its_label() {
+        // Outlook 2000 wrote a raw ö into an ISO-8859-1 Q word (mail-parser's legacy-016).
+        let raw = b"From: a@example.com\r\nSubject: =?iso-8859-1?Q?Die_Fr\xf6sche?= und \xe4\r\n\r\nx\r\n";
+        let message = mail_parser::MessageParser::new().parse(&raw[..]).unwrap();
+        let repaired = repair_headers(raw, &message).expect("repaired");
+        let message = mail_parser::MessageParser::new().parse(&repaired[..]).unwrap();
+        assert_eq!(message.subject(), Some("Die Frösche und ä"));
     }
 
     #[test]
