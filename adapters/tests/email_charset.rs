@@ -98,3 +98,46 @@ fn zammad_raw_8bit_attachment_names() {
         assert!(names.contains(&expected), "{file}: {names:?}");
     }
 }
+
+/// Pieces of header values around the repair's edge cases: encoded words (well-formed, cut
+/// off, mislabelled), raw 8-bit bytes, quotes and address syntax.
+fn header_piece() -> impl proptest::strategy::Strategy<Value = Vec<u8>> {
+    use proptest::prelude::*;
+    prop_oneof![
+        Just(b"=?ISO-2022-JP?B?g2OBW4OLIEVYQU1QTEU=?=".to_vec()),
+        Just(b"=?iso-2022-jp?Q?=83e=83X_=83g?=".to_vec()),
+        Just(b"=?iso-8859-1?Q?Fr\xf6sche?=".to_vec()),
+        Just(b"=?utf-8?B?".to_vec()),
+        Just(b"?=".to_vec()),
+        Just(b"=?".to_vec()),
+        Just(b"\"".to_vec()),
+        Just(b", <a@example.com>".to_vec()),
+        Just(b" ".to_vec()),
+        Just(b"\r\n ".to_vec()),
+        proptest::collection::vec(0x80u8..=0xff, 1..6),
+        "[a-zA-Z=_?*]{1,6}".prop_map(String::into_bytes),
+    ]
+}
+
+proptest::proptest! {
+    #[test]
+    fn repairing_any_header_never_panics(
+        subject in proptest::collection::vec(header_piece(), 0..8),
+        from in proptest::collection::vec(header_piece(), 0..8),
+    ) {
+        let mut raw = b"From: ".to_vec();
+        raw.extend(from.concat());
+        raw.extend_from_slice(b"\r\nSubject: ");
+        raw.extend(subject.concat());
+        raw.extend_from_slice(b"\r\nTo: support@example.com\r\n\r\nbody\r\n");
+        let headers = intake_adapters::Headers::new();
+        let delivery = intake_adapters::Delivery {
+            body: &raw,
+            headers: &headers,
+            external_channel_id: None,
+            received_at: support::received_at(),
+        };
+        let updates = intake_adapters::email::decode(&delivery, &intake_adapters::email::EmailConfig::default());
+        proptest::prop_assert!(updates.is_ok(), "{updates:?}");
+    }
+}
