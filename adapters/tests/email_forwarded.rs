@@ -55,6 +55,16 @@ fn an_encoded_long_subject_is_decoded_cleaned_and_capped() {
 }
 
 #[test]
+fn a_base64_forwarded_message_with_a_raw_gb2312_subject() {
+    use base64::Engine as _;
+    // 转发：发票 in GB2312, raw in the forwarded message's Subject.
+    let inner = b"From: bob@example.org\r\nSubject: \xd7\xaa\xb7\xa2\xa3\xba\xb7\xa2\xc6\xb1\r\n\r\nbody\r\n";
+    let encoded = base64::engine::general_purpose::STANDARD.encode(inner);
+    let raw = mail_with_forwarded("Content-Type: message/rfc822\r\nContent-Transfer-Encoding: base64\r\n", &encoded);
+    assert_eq!(attachment_names(&decode_message(&raw)), ["转发：发票.eml"]);
+}
+
+#[test]
 fn zammad_forwarded_message_names() {
     for (file, expected) in [
         (

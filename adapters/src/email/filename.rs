@@ -1,7 +1,9 @@
 //! Attachment file names: the part's own, cleaned, and a name for forwarded messages that have
 //! none.
 
-use mail_parser::{MessagePart, MimeHeaders, PartType};
+use mail_parser::{Message, MessageParser, MessagePart, MimeHeaders, PartType};
+
+use super::charset;
 
 /// Name of a `message/rfc822` part with neither a file name nor a subject.
 pub const FORWARDED_MESSAGE_NAME: &str = "forwarded-message.eml";
@@ -21,11 +23,24 @@ pub fn of_part(part: &MessagePart<'_>, ctype: &str, subtype: &str) -> Option<Str
         return None;
     }
     let subject = match &part.body {
-        PartType::Message(inner) => inner.subject(),
+        PartType::Message(inner) => inner_subject(inner),
         _ => None,
     };
-    let stem = subject.or_else(|| part.content_description()).and_then(stem_from_text);
+    let stem = subject.as_deref().or_else(|| part.content_description()).and_then(stem_from_text);
     Some(stem.map_or_else(|| FORWARDED_MESSAGE_NAME.to_owned(), |stem| format!("{stem}.eml")))
+}
+
+/// The Subject of a forwarded message. One sent base64- or quoted-printable-encoded was parsed
+/// from its own buffer, which the outer message's header repair did not reach: its raw 8-bit
+/// subject is repaired here.
+fn inner_subject(inner: &Message<'_>) -> Option<String> {
+    let subject = inner.subject()?;
+    if !subject.contains('\u{FFFD}') {
+        return Some(subject.to_owned());
+    }
+    let repaired = charset::repair_headers(&inner.raw_message, inner)
+        .and_then(|raw| MessageParser::new().parse(&raw[..]).and_then(|m| m.subject().map(str::to_owned)));
+    Some(repaired.unwrap_or_else(|| subject.to_owned()))
 }
 
 /// The last path segment of a file name, without control characters, at most 255 characters.
