@@ -141,3 +141,18 @@ proptest::proptest! {
         proptest::prop_assert!(updates.is_ok(), "{updates:?}");
     }
 }
+
+#[test]
+fn a_header_full_of_encoded_word_starts_decodes_quickly() {
+    for piece in [&b"=?a?b?x"[..], b"=?iso-2022-jp?b?gg==?= ", b"\xe4=?"] {
+        let mut raw = b"From: a@example.com\r\nSubject: ".to_vec();
+        while raw.len() < 512 * 1024 {
+            raw.extend_from_slice(piece);
+        }
+        raw.extend_from_slice(b"\r\n\r\nbody\r\n");
+        let started = std::time::Instant::now();
+        let m = support::decode_message(&raw);
+        assert!(m.subject.is_some());
+        assert!(started.elapsed() < std::time::Duration::from_secs(10), "{:?}", started.elapsed());
+    }
+}

@@ -45,8 +45,9 @@ pub fn decode_unlabeled(bytes: &[u8]) -> Cow<'_, str> {
     }
 }
 
-/// A copy of `raw` whose header fields are all UTF-8 and carry no mislabelled encoded words,
-/// or `None` when there is nothing to repair.
+/// A copy of `raw` whose header fields have no raw 8-bit text outside encoded words (left to
+/// their own charset label) and no mislabelled encoded words, or `None` when there is nothing
+/// to repair.
 ///
 /// `message` must be `raw` parsed. The header fields of nested messages that mail-parser read
 /// from `raw` itself (a `message/rfc822` part without transfer encoding) are repaired too;
@@ -99,7 +100,7 @@ struct Repair {
 }
 
 /// The repairs of every header field of `message` (nested messages parsed from `raw` itself
-/// included): whole field values that are not UTF-8, and mislabelled encoded words.
+/// included): runs of raw 8-bit text that are not UTF-8, and mislabelled encoded words.
 fn collect_repairs(raw: &[u8], message: &Message<'_>, repairs: &mut Vec<Repair>) {
     // A nested message decoded from a transfer encoding has offsets into its own buffer.
     if !std::ptr::eq(message.raw_message.as_ptr(), raw.as_ptr()) || message.raw_message.len() != raw.len() {
@@ -120,16 +121,20 @@ fn collect_repairs(raw: &[u8], message: &Message<'_>, repairs: &mut Vec<Repair>)
             );
             let words = encoded_words(value);
             // Raw 8-bit bytes outside encoded words; inside one, its own label decodes them.
+            let mut gaps = Vec::with_capacity(words.len() + 1);
             let mut outside = 0;
-            for gap_end in words.iter().map(|w| w.range.start).chain([value.len()]) {
-                let gap = outside..gap_end;
+            for word in &words {
+                gaps.push(outside..word.range.start);
+                outside = word.range.end;
+            }
+            gaps.push(outside..value.len());
+            for gap in gaps {
                 if std::str::from_utf8(&value[gap.clone()]).is_err() {
                     let bytes = value[gap.clone()].to_vec();
                     let range = range.start + gap.start..range.start + gap.end;
                     // Raw text stands where the sender wrote it, quoted or not.
                     repairs.push(Repair { range, bytes, in_address: false });
                 }
-                outside = words.iter().find(|w| w.range.start == gap_end).map_or(gap_end, |w| w.range.end);
             }
             for word in words {
                 if let Some(bytes) = mislabelled(&word) {
@@ -185,10 +190,15 @@ fn mislabelled(word: &EncodedWord<'_>) -> Option<Vec<u8>> {
     bytes.filter(|b| !b.is_ascii())
 }
 
+/// Longest charset label and encoded text looked at: RFC 2047 words are at most 75 bytes, and
+/// bounded scans keep a header full of `=?` linear.
+const MAX_LABEL_BYTES: usize = 64;
+const MAX_WORD_TEXT_BYTES: usize = 256;
+
 /// The encoded word starting at `start` (`=?`), if one does.
 fn encoded_word(value: &[u8], start: usize) -> Option<EncodedWord<'_>> {
     let rest = value.get(start + 2..)?;
-    let charset_len = rest.iter().position(|&b| b == b'?')?;
+    let charset_len = rest.iter().take(MAX_LABEL_BYTES).position(|&b| b == b'?')?;
     let charset = &rest[..charset_len];
     if charset.is_empty() || charset.iter().any(|b| b.is_ascii_whitespace()) {
         return None;
@@ -198,11 +208,12 @@ fn encoded_word(value: &[u8], start: usize) -> Option<EncodedWord<'_>> {
         return None;
     }
     let text_start = charset_len + 3;
-    let text_len = find(rest.get(text_start..)?, b"?=")?;
+    // The text ends at `?=`, before any white space.
+    let candidate = rest.get(text_start..)?;
+    let candidate = &candidate[..candidate.len().min(MAX_WORD_TEXT_BYTES)];
+    let candidate = &candidate[..candidate.iter().position(u8::is_ascii_whitespace).unwrap_or(candidate.len())];
+    let text_len = find(candidate, b"?=")?;
     let text = &rest[text_start..text_start + text_len];
-    if text.iter().any(|b| b.is_ascii_whitespace()) {
-        return None;
-    }
     Some(EncodedWord { range: start..start + 2 + text_start + text_len + 2, charset, encoding, text })
 }
 
