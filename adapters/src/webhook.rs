@@ -1,13 +1,16 @@
 //! The generic webhook adapter: any system can post messages to intake in one documented JSON
 //! shape (see the README, "Generic webhook payload"). A body is one object or an array of them.
+//!
+//! Each message's [`NormalizedMessage::fingerprint`] is [`content_fingerprint`] with the
+//! payload's `occurredAt` as sent (not re-formatted), when it has one.
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
 use crate::{
-    AdapterError, Attachment, ChannelAdapter, ChannelType, Delivery, Direction, NormalizedMessage, NormalizedUpdate,
-    Sender, ThreadRef, UpdateAction,
+    content_fingerprint, AdapterError, Attachment, ChannelAdapter, ChannelType, Delivery, Direction, NormalizedMessage,
+    NormalizedUpdate, Sender, ThreadRef, UpdateAction,
 };
 
 /// Largest body the adapter will parse; bigger ones are refused before any JSON work.
@@ -27,7 +30,8 @@ struct WebhookMessage {
     body: String,
     #[serde(default)]
     attachments: Vec<Attachment>,
-    occurred_at: Option<DateTime<Utc>>,
+    /// RFC 3339; kept as sent, because the fingerprint takes the time as the sender wrote it.
+    occurred_at: Option<String>,
     #[serde(default)]
     is_auto_reply: bool,
     #[serde(default)]
@@ -68,31 +72,47 @@ pub fn decode_generic(body: &[u8], received_at: DateTime<Utc>) -> Result<Vec<Nor
         OneOrMany::One(m) => vec![*m],
         OneOrMany::Many(v) => v,
     };
+    let many = messages.len() > 1;
     messages
         .into_iter()
-        .map(|m| {
+        .enumerate()
+        .map(|(i, m)| {
             if m.id.trim().is_empty() {
                 return Err(AdapterError::Missing("id".into()));
             }
+            let at = |what: &str| if many { format!("[{i}]: {what}") } else { what.to_owned() };
+            let occurred_at = match &m.occurred_at {
+                Some(raw) => raw.parse::<DateTime<Utc>>().map_err(|e| {
+                    AdapterError::Malformed(at(&format!("occurredAt `{}` is not an RFC 3339 time: {e}", clip(raw))))
+                })?,
+                None => received_at,
+            };
+            let mut message = NormalizedMessage {
+                idempotency_key: m.id,
+                direction: m.direction,
+                sender: m.sender,
+                subject: m.subject,
+                body: m.body,
+                attachments: m.attachments,
+                occurred_at,
+                is_auto_reply: m.is_auto_reply,
+                metadata: m.metadata,
+                fingerprint: None,
+            };
+            message.fingerprint = Some(content_fingerprint(&message, m.occurred_at.as_deref()));
             Ok(NormalizedUpdate {
                 external_channel_id: m.external_channel_id,
                 fallback_channel_ids: vec![],
                 thread: ThreadRef { key: m.conversation_key, references: m.in_reply_to, conversation_id_hint: None },
-                action: UpdateAction::Append(NormalizedMessage {
-                    idempotency_key: m.id,
-                    direction: m.direction,
-                    sender: m.sender,
-                    subject: m.subject,
-                    body: m.body,
-                    attachments: m.attachments,
-                    occurred_at: m.occurred_at.unwrap_or(received_at),
-                    is_auto_reply: m.is_auto_reply,
-                    metadata: m.metadata,
-                    fingerprint: None,
-                }),
+                action: UpdateAction::Append(message),
             })
         })
         .collect()
+}
+
+/// A sender's value cut down for an error message.
+fn clip(s: &str) -> String {
+    s.chars().take(64).collect()
 }
 
 // serde_json's own messages already name the field ("unknown field `x`", "missing field `id`")
@@ -160,6 +180,42 @@ mod tests {
         assert_eq!(updates.len(), 2);
         let UpdateAction::Append(m) = &updates[0].action else { panic!() };
         assert_eq!(m.occurred_at, now());
+    }
+
+    fn fingerprint(body: &[u8], received_at: DateTime<Utc>) -> String {
+        let updates = decode_generic(body, received_at).unwrap();
+        let UpdateAction::Append(m) = &updates[0].action else { panic!() };
+        m.fingerprint.clone().expect("set by the adapter")
+    }
+
+    #[test]
+    fn the_fingerprint_takes_occurred_at_as_sent() {
+        let utc = br#"{"id":"e","direction":"inbound","body":"hi","occurredAt":"2026-02-03T04:05:06Z"}"#;
+        let later = now() + chrono::Duration::hours(5);
+        // A redelivery, received later: the same message.
+        assert_eq!(fingerprint(utc, now()), fingerprint(utc, later));
+        // The same instant written another way is what the sender sent: another fingerprint.
+        let offset = br#"{"id":"e","direction":"inbound","body":"hi","occurredAt":"2026-02-03T05:05:06+01:00"}"#;
+        assert_ne!(fingerprint(utc, now()), fingerprint(offset, now()));
+        // Without occurredAt, the receive time (a default) is left out.
+        let timeless = br#"{"id":"e","direction":"inbound","body":"hi"}"#;
+        assert_eq!(fingerprint(timeless, now()), fingerprint(timeless, later));
+        let updates = decode_generic(timeless, now()).unwrap();
+        let UpdateAction::Append(m) = &updates[0].action else { panic!() };
+        assert_eq!(m.fingerprint.as_deref(), Some(content_fingerprint(m, None).as_str()));
+        let edited = br#"{"id":"e","direction":"inbound","body":"hi!"}"#;
+        assert_ne!(fingerprint(timeless, now()), fingerprint(edited, now()));
+    }
+
+    #[test]
+    fn a_bad_occurred_at_names_the_item() {
+        let err = decode_generic(br#"{"id":"1","direction":"inbound","body":"x","occurredAt":"yesterday"}"#, now())
+            .unwrap_err();
+        assert!(err.to_string().contains("occurredAt `yesterday`"), "{err}");
+        let body = br#"[{"id":"1","direction":"inbound","body":"x"},{"id":"2","direction":"inbound","body":"y","occurredAt":"2026-13-01T00:00:00Z"}]"#;
+        let err = decode_generic(body, now()).unwrap_err();
+        assert_eq!(err.reason_code(), "malformed_payload");
+        assert!(err.to_string().contains("[1]: occurredAt"), "{err}");
     }
 
     #[test]

@@ -814,7 +814,7 @@ fn whatsapp_errors_name_the_field() {
     let mut value = fixture_json("whatsapp_text.json");
     value["entry"][0]["changes"][0]["value"]["messages"][0].as_object_mut().unwrap().remove("from");
     let err = decode_with(Provider::WhatsApp, value.to_string().as_bytes(), None).unwrap_err();
-    assert!(err.to_string().contains("entry[0].changes[0].value") && err.to_string().contains("`from`"), "{err}");
+    assert_eq!(err, AdapterError::Missing("entry[0].changes[0].value.messages[0].from".into()));
     let mut edit = fixture_json("whatsapp_pywa_edited.json")["edit_text"].clone();
     edit["entry"][0]["changes"][0]["value"]["messages"][0]["edit"]
         .as_object_mut()

@@ -39,6 +39,8 @@ const FIXTURES: &[&str] = &[
     "sisimai_rfc3834_02_exchange_null_return_path.eml",
     "sisimai_rfc3834_04_windows1252_qp.eml",
     "sisimai_rfc3834_06_precedence_alternative.eml",
+    "intake_unlabeled_8bit_gb2312.eml",
+    "intake_unlabeled_8bit_shift_jis.eml",
 ];
 
 /// After every fixture's Date.

@@ -314,9 +314,14 @@ fn edit(
 ) -> Result<Option<NormalizedUpdate>, AdapterError> {
     let channel = ctx.channel;
     let message = event.message.as_deref().ok_or_else(|| AdapterError::Missing("event.message".into()))?;
-    let ts = non_empty(message.ts.as_deref()).ok_or_else(|| AdapterError::Missing("event.message.ts".into()))?;
+    let previous = event.previous_message.as_deref();
+    // Some payloads (bolt-python's own test event, shaped after real ones) leave `ts` out of the
+    // new `message`; the previous version names the same message.
+    let ts = non_empty(message.ts.as_deref())
+        .or_else(|| previous.and_then(|p| non_empty(p.ts.as_deref())))
+        .ok_or_else(|| AdapterError::Missing("event.message.ts".into()))?;
     let text = message.text.clone().unwrap_or_default();
-    if let Some(previous) = event.previous_message.as_deref() {
+    if let Some(previous) = previous {
         if previous.text.as_deref().unwrap_or_default() == text {
             // Unfurls, language detection and metadata updates also send message_changed.
             return Ok(None);
@@ -326,7 +331,9 @@ fn edit(
         Some(edit_ts) => parse_slack_ts(&edit_ts, "event.message.edited.ts")?,
         None => event_time(event, delivery)?,
     };
-    let root = non_empty(message.thread_ts.as_deref()).unwrap_or_else(|| ts.clone());
+    let root = non_empty(message.thread_ts.as_deref())
+        .or_else(|| previous.and_then(|p| non_empty(p.thread_ts.as_deref())))
+        .unwrap_or_else(|| ts.clone());
     Ok(Some(NormalizedUpdate {
         external_channel_id: Some(channel.to_owned()),
         fallback_channel_ids: vec![],
@@ -443,6 +450,21 @@ mod tests {
         let body = r#"{"type":"event_callback","event":{"type":"message","subtype":"message_changed","channel":"C1",
             "ts":"2.000000","message":{"text":"same","ts":"1.000000"},"previous_message":{"text":"same","ts":"1.000000"}}}"#;
         assert!(run(body, &SlackConfig::default()).unwrap().is_empty());
+    }
+
+    #[test]
+    fn an_edit_without_message_ts_names_the_previous_message() {
+        let body = r#"{"type":"event_callback","event":{"type":"message","subtype":"message_changed","channel":"C1",
+            "ts":"3.000000","message":{"text":"new","edited":{"ts":"3.000000"}},
+            "previous_message":{"text":"old","ts":"2.000000","thread_ts":"1.000000"}}}"#;
+        let updates = run(body, &SlackConfig::default()).unwrap();
+        let UpdateAction::Edit { idempotency_key, body, .. } = &updates[0].action else { panic!() };
+        assert_eq!(idempotency_key, "slack:C1:2.000000");
+        assert_eq!(body, "new");
+        assert_eq!(updates[0].thread.key.as_deref(), Some("C1:1.000000"), "the thread of the previous version");
+        let neither = r#"{"type":"event_callback","event":{"type":"message","subtype":"message_changed","channel":"C1",
+            "message":{"text":"new"},"previous_message":{"text":"old"}}}"#;
+        assert_eq!(run(neither, &SlackConfig::default()).unwrap_err().reason_code(), "missing_field");
     }
 
     #[test]

@@ -15,7 +15,8 @@
 //! contacts become a one-line text body. An edit that changes no text (live-location updates,
 //! media replaced without caption) decodes to no updates rather than blanking the stored body.
 //!
-//! Direction: a message `from` a bot (`from.is_bot`), from [`TelegramConfig::bot_user_id`] or —
+//! Direction: a message `from` a bot (`from.is_bot`; not the placeholder `from` of a message
+//! sent on behalf of a chat, whose sender is that `sender_chat`), from [`TelegramConfig::bot_user_id`] or —
 //! in [`refine`] — from the entry point's `metadata["botId"]` / `metadata["botUsername"]` is
 //! outbound. Telegram never delivers a bot's own messages to its webhook, so this matters for
 //! publishers that also publish what the bot sent (the `Message` that `sendMessage` returns).
@@ -238,7 +239,11 @@ fn append(
         return Ok(None);
     }
 
-    let (sender, direction) = match &message.from {
+    // A message sent on behalf of a chat (an anonymous group admin, a linked channel) names
+    // that chat in `sender_chat`; its `from` is then a placeholder bot account
+    // (`GroupAnonymousBot`, `Channel_Bot`) that stands for a person, not for a bot of ours.
+    let on_behalf_of_chat = message.sender_chat.is_some();
+    let (sender, direction) = match message.from.as_ref().filter(|_| !on_behalf_of_chat) {
         Some(user) => {
             let name = [user.first_name.as_deref(), user.last_name.as_deref()]
                 .into_iter()
@@ -425,6 +430,18 @@ mod tests {
         let updates = run(body).unwrap();
         assert_eq!(updates[0].thread.references, vec!["telegram:-100:4".to_string()]);
         assert_eq!(updates[0].idempotency_key(), "telegram:-100:5");
+    }
+
+    #[test]
+    fn an_anonymous_group_admin_is_the_group_not_a_bot() {
+        let body = r#"{"update_id":1,"message":{"message_id":1,"date":1,"text":"hi",
+            "from":{"id":1087968824,"is_bot":true,"first_name":"Group","username":"GroupAnonymousBot"},
+            "sender_chat":{"id":-1001,"title":"Customers","type":"supergroup"},
+            "chat":{"id":-1001,"title":"Customers","type":"supergroup"}}}"#;
+        let updates = run(body).unwrap();
+        let UpdateAction::Append(m) = &updates[0].action else { panic!() };
+        assert_eq!(m.direction, Direction::Inbound);
+        assert_eq!((m.sender.id.as_deref(), m.sender.display_name.as_deref()), (Some("-1001"), Some("Customers")));
     }
 
     #[test]

@@ -5,8 +5,10 @@
 //! `Body`, `NumMedia` with `MediaUrl{N}`/`MediaContentType{N}`, and for WhatsApp locations
 //! `Latitude`/`Longitude`/`Address`/`Label` (rendered as the body). The idempotency key is
 //! `twilio:{MessageSid}`, the `external_channel_id` is `To` (our number), the thread key and
-//! sender id are `From` (one conversation per customer number). The payload carries no time, so
-//! `occurred_at` is the delivery's `received_at`. Invalid UTF-8 in the form decodes lossily.
+//! sender id are `From` (one conversation per customer number). Without `To` the delivery
+//! envelope's entry point is our number, and without either the message is refused. The payload
+//! carries no time, so `occurred_at` is the delivery's `received_at`. Invalid UTF-8 in the form
+//! decodes lossily.
 //!
 //! The same endpoint often also receives status callbacks for messages we sent (`MessageStatus`
 //! of `sent`, `delivered`, `undelivered`, `failed`, `read`, ...). Those become
@@ -123,7 +125,9 @@ pub fn decode(
         .or_else(|| get("SmsSid"))
         .ok_or_else(|| AdapterError::Missing("MessageSid".into()))?;
     let from = get("From").ok_or_else(|| AdapterError::Missing("From".into()))?;
-    let to = get("To").ok_or_else(|| AdapterError::Missing("To".into()))?;
+    // Twilio always sends `To`; minimal posts (relays, test tools) may leave it out when the
+    // endpoint itself names the number, and then the envelope's entry point stands in.
+    let to = get("To");
 
     let status = get("MessageStatus").or_else(|| get("SmsStatus"));
     if let Some(status) = status.filter(|s| s != "received" && s != "receiving") {
@@ -136,7 +140,7 @@ pub fn decode(
         return Ok(vec![NormalizedUpdate {
             fallback_channel_ids: Vec::new(),
             external_channel_id: Some(from),
-            thread: ThreadRef { key: Some(to), references: vec![], conversation_id_hint: None },
+            thread: ThreadRef { key: to, references: vec![], conversation_id_hint: None },
             action: UpdateAction::Status {
                 idempotency_key: message_key(&sid),
                 status,
@@ -146,6 +150,8 @@ pub fn decode(
         }]);
     }
 
+    let to =
+        to.or_else(|| non_empty(delivery.external_channel_id)).ok_or_else(|| AdapterError::Missing("To".into()))?;
     let num_media = match get("NumMedia") {
         Some(n) => n
             .parse::<usize>()
@@ -232,6 +238,25 @@ mod tests {
         assert!(err.to_string().contains("NumMedia `lots`"), "{err}");
         let err = run(r#"{"MessageSid":"SM1"}"#).unwrap_err();
         assert!(err.to_string().contains("JSON"), "{err}");
+    }
+
+    #[test]
+    fn without_to_the_envelope_names_our_number() {
+        let body = "SmsSid=SMxx&From=%2B12345&Body=hi";
+        let headers = crate::Headers::new();
+        let delivery = Delivery {
+            body: body.as_bytes(),
+            headers: &headers,
+            external_channel_id: Some("+15550001111"),
+            received_at: "2026-01-01T00:00:00Z".parse().unwrap(),
+        };
+        let updates = decode(body.as_bytes(), &delivery, &TwilioSmsConfig::default()).unwrap();
+        assert_eq!(updates[0].external_channel_id.as_deref(), Some("+15550001111"));
+        assert_eq!(updates[0].thread.key.as_deref(), Some("+12345"));
+        // A status callback needs no `To`: the message key names what it is about.
+        let status = run("MessageSid=SM1&From=%2B1&MessageStatus=delivered").unwrap();
+        assert_eq!(status[0].thread.key, None);
+        assert_eq!(status[0].idempotency_key(), "twilio:SM1");
     }
 
     #[test]

@@ -23,6 +23,9 @@
 //! shared with the Cloud API): `message_echoes[]` → **outbound** appends, thread key `to`.
 //!
 //! The thread key is the customer's `wa_id` (one conversation per customer and business number);
+//! for a user whom Meta names only by a business-scoped user id (BSUID: a username hides the
+//! phone number, so the message has no `from`), that id (`from_user_id` on the message, else
+//! `user_id` on the sender's contact) is the sender id and the thread key;
 //! the `external_channel_id` is `metadata.phone_number_id`, with the delivery envelope's entry
 //! point as fallback; the sender's display name comes from `contacts[].profile.name`. A message
 //! whose `from` is the business's own `display_phone_number` is outbound (no entry point setting
@@ -126,6 +129,9 @@ struct Metadata {
 struct Contact {
     profile: Option<Profile>,
     wa_id: Option<String>,
+    /// The business-scoped user id (BSUID, e.g. `US.13491208655302741918`), Meta's id of a user
+    /// who may hide their phone number behind a username.
+    user_id: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -135,7 +141,10 @@ struct Profile {
 
 #[derive(Deserialize)]
 struct WaMessage {
-    from: String,
+    /// The customer's phone number; left out for a user known only by a business-scoped id.
+    from: Option<String>,
+    /// The sender's business-scoped user id, where Meta puts it on the message itself.
+    from_user_id: Option<String>,
     /// Echoes only: the customer.
     to: Option<String>,
     id: String,
@@ -268,6 +277,8 @@ struct WaStatus {
     status: String,
     timestamp: Value,
     recipient_id: Option<String>,
+    /// The recipient's business-scoped user id, for one known without a phone number.
+    recipient_user_id: Option<String>,
     #[serde(default)]
     errors: Vec<WaError>,
 }
@@ -366,7 +377,8 @@ fn decode_value(
     }
     for (k, status) in value.statuses.iter().enumerate() {
         let at = format!("{at}.statuses[{k}]");
-        let recipient = non_empty(status.recipient_id.as_deref());
+        let recipient =
+            non_empty(status.recipient_id.as_deref()).or_else(|| non_empty(status.recipient_user_id.as_deref()));
         updates.push(NormalizedUpdate {
             external_channel_id: Some(ctx.phone_number_id.clone()),
             fallback_channel_ids: vec![],
@@ -387,6 +399,13 @@ fn digits(number: &str) -> String {
     number.chars().filter(char::is_ascii_digit).collect()
 }
 
+/// Whether two phone numbers are the same; values without digits (placeholders, ids) never
+/// are, or every two of them would match.
+fn same_number(a: &str, b: &str) -> bool {
+    let a = digits(a);
+    !a.is_empty() && a == digits(b)
+}
+
 fn message_update(
     message: &WaMessage,
     ctx: &ValueCtx<'_>,
@@ -394,10 +413,20 @@ fn message_update(
     at: &str,
 ) -> Result<Option<NormalizedUpdate>, AdapterError> {
     let occurred_at = timestamp(&message.timestamp, &format!("{at}.timestamp"))?;
-    let from_us = echo || ctx.display_number.as_deref().is_some_and(|own| digits(own) == digits(&message.from));
+    let phone = non_empty(message.from.as_deref());
+    let contact = sender_contact(message, phone.as_deref(), ctx.contacts);
+    // A user who hides their number behind a username comes with a business-scoped user id
+    // only: on the message, or on its contact.
+    let sender_id = phone
+        .clone()
+        .or_else(|| non_empty(message.from_user_id.as_deref()))
+        .or_else(|| contact.and_then(|c| non_empty(c.user_id.as_deref())))
+        .ok_or_else(|| AdapterError::Missing(format!("{at}.from")))?;
+    let from_us =
+        echo || ctx.display_number.as_deref().zip(phone.as_deref()).is_some_and(|(own, from)| same_number(own, from));
     let customer = match (from_us, non_empty(message.to.as_deref())) {
         (true, Some(to)) => to,
-        _ => message.from.clone(),
+        _ => sender_id.clone(),
     };
     let thread =
         |references: Vec<String>| ThreadRef { key: Some(customer.clone()), references, conversation_id_hint: None };
@@ -436,15 +465,7 @@ fn message_update(
     meta.insert("waType".into(), Value::String(message.kind.clone()));
     let (body, attachments) = content_of(message, ctx, &mut meta);
 
-    let contact = if from_us {
-        None
-    } else {
-        ctx.contacts.iter().find(|c| c.wa_id.as_deref() == Some(message.from.as_str())).or(if ctx.contacts.len() == 1 {
-            ctx.contacts.first()
-        } else {
-            None
-        })
-    };
+    let contact = if from_us { None } else { contact };
     let references = message
         .context
         .as_ref()
@@ -478,7 +499,7 @@ fn message_update(
             idempotency_key: message_key(&message.id),
             direction: if from_us { Direction::Outbound } else { Direction::Inbound },
             sender: Sender {
-                id: Some(message.from.clone()),
+                id: Some(sender_id),
                 display_name: contact.and_then(|c| c.profile.as_ref()).and_then(|p| non_empty(p.name.as_deref())),
                 primary_email: None,
                 profile_image_url: None,
@@ -492,6 +513,19 @@ fn message_update(
             fingerprint: None,
         }),
     }))
+}
+
+/// The `contacts[]` entry of a message's sender: the one with its phone number (`wa_id`) or its
+/// business-scoped id (`user_id`), else the only one.
+fn sender_contact<'c>(message: &WaMessage, phone: Option<&str>, contacts: &'c [Contact]) -> Option<&'c Contact> {
+    let user_id = non_empty(message.from_user_id.as_deref());
+    contacts
+        .iter()
+        .find(|c| {
+            (phone.is_some() && c.wa_id.as_deref() == phone)
+                || (user_id.is_some() && c.user_id.as_deref() == user_id.as_deref())
+        })
+        .or(if contacts.len() == 1 { contacts.first() } else { None })
 }
 
 /// The body and attachments of a message; a placeholder body when the type is unknown or its
@@ -655,6 +689,65 @@ mod tests {
         );
         let err = run(&bad).unwrap_err();
         assert!(err.to_string().contains("entry[0].changes[0].value.messages[0].timestamp"), "{err}");
+    }
+
+    fn single_append(body: &str) -> (NormalizedUpdate, NormalizedMessage) {
+        let mut updates = run(body).unwrap();
+        assert_eq!(updates.len(), 1);
+        let update = updates.remove(0);
+        let UpdateAction::Append(m) = update.action.clone() else { panic!("{update:?}") };
+        (update, m)
+    }
+
+    #[test]
+    fn a_sender_known_only_by_a_business_scoped_id() {
+        // The id on the contact (as in netflie's test payload) or on the message itself.
+        let on_contact = wrap(
+            r#"{"metadata":{"phone_number_id":"P","display_phone_number":"15550001111"},
+                "contacts":[{"profile":{"name":"Ann"},"user_id":"US.1349"}],
+                "messages":[{"id":"w1","timestamp":"1","type":"text","text":{"body":"hi"}}]}"#,
+        );
+        let (update, m) = single_append(&on_contact);
+        assert_eq!(m.sender.id.as_deref(), Some("US.1349"));
+        assert_eq!(m.sender.display_name.as_deref(), Some("Ann"));
+        assert_eq!(m.direction, Direction::Inbound);
+        assert_eq!(update.thread.key.as_deref(), Some("US.1349"));
+        let on_message = wrap(
+            r#"{"metadata":{"phone_number_id":"P"},
+                "contacts":[{"profile":{"name":"Bo"},"user_id":"US.2"},{"profile":{"name":"Ann"},"user_id":"US.1"}],
+                "messages":[{"from_user_id":"US.1","id":"w2","timestamp":"1","type":"text","text":{"body":"hi"}}]}"#,
+        );
+        let (update, m) = single_append(&on_message);
+        assert_eq!((m.sender.id.as_deref(), m.sender.display_name.as_deref()), (Some("US.1"), Some("Ann")));
+        assert_eq!(update.thread.key.as_deref(), Some("US.1"));
+        // A phone number, when there is one, stays the sender and the thread.
+        let both = wrap(
+            r#"{"metadata":{"phone_number_id":"P"},"contacts":[{"wa_id":"4917","user_id":"DE.9"}],
+                "messages":[{"from":"4917","from_user_id":"DE.9","id":"w3","timestamp":"1","type":"text","text":{"body":"hi"}}]}"#,
+        );
+        let (update, m) = single_append(&both);
+        assert_eq!((m.sender.id.as_deref(), update.thread.key.as_deref()), (Some("4917"), Some("4917")));
+        // No id at all: the message cannot be attributed.
+        let none = wrap(
+            r#"{"metadata":{"phone_number_id":"P"},"messages":[{"id":"w4","timestamp":"1","type":"text","text":{"body":"hi"}}]}"#,
+        );
+        assert_eq!(run(&none).unwrap_err().reason_code(), "missing_field");
+        // Statuses for such a user name its thread by that id.
+        let status = wrap(
+            r#"{"metadata":{"phone_number_id":"P"},"statuses":[{"id":"w5","status":"read","timestamp":"1","recipient_user_id":"US.1"}]}"#,
+        );
+        assert_eq!(run(&status).unwrap()[0].thread.key.as_deref(), Some("US.1"));
+    }
+
+    #[test]
+    fn numbers_without_digits_are_never_our_own() {
+        assert!(same_number("+1 555-000 1111", "15550001111"));
+        assert!(!same_number("PHONE_NUMBER", "PHONE_NUMBER"), "placeholders would all match");
+        let placeholders = wrap(
+            r#"{"metadata":{"phone_number_id":"P","display_phone_number":"PHONE_NUMBER"},
+                "messages":[{"from":"PHONE_NUMBER","id":"w","timestamp":"1","type":"text","text":{"body":"hi"}}]}"#,
+        );
+        assert_eq!(single_append(&placeholders).1.direction, Direction::Inbound);
     }
 
     #[test]

@@ -20,7 +20,9 @@ use std::collections::HashSet;
 use mail_parser::{Encoding, Message, MessagePart, MimeHeaders, PartType};
 use sha2::{Digest, Sha256};
 
-use super::html;
+use mail_parser::decoders::charsets::map::charset_decoder;
+
+use super::{charset, filename, html};
 use crate::email::EmailConfig;
 use crate::{Attachment, AttachmentContent};
 
@@ -217,7 +219,7 @@ pub fn extract(message: &Message<'_>, config: &EmailConfig) -> Content {
             content.has_delivery_status_part = true;
         }
         let bytes = part_bytes(message, part);
-        let filename = part.attachment_name().and_then(clean_filename);
+        let filename = filename::of_part(part, &ctype, &subtype);
         let content_id =
             part.content_id().map(|id| id.trim().trim_matches(['<', '>']).to_owned()).filter(|id| !id.is_empty());
         if bytes.is_empty() && filename.is_none() && content_id.is_none() {
@@ -249,9 +251,13 @@ pub fn extract(message: &Message<'_>, config: &EmailConfig) -> Content {
 fn body_text(message: &Message<'_>, ids: &[u32]) -> String {
     let mut out = String::new();
     for id in ids {
-        let piece: Cow<'_, str> = match message.parts.get(*id as usize).map(|p| &p.body) {
-            Some(PartType::Text(text)) => Cow::Borrowed(text.as_ref()),
-            Some(PartType::Html(markup)) => Cow::Owned(html::html_to_text(markup)),
+        let Some(part) = message.parts.get(*id as usize) else { continue };
+        let piece: Cow<'_, str> = match &part.body {
+            PartType::Text(text) => unlabeled_text(message, part).unwrap_or(Cow::Borrowed(text.as_ref())),
+            PartType::Html(markup) => {
+                let markup = unlabeled_text(message, part).unwrap_or(Cow::Borrowed(markup.as_ref()));
+                Cow::Owned(html::html_to_text(&markup))
+            }
             _ => continue,
         };
         let piece = piece.trim_end();
@@ -270,6 +276,30 @@ fn body_text(message: &Message<'_>, ids: &[u32]) -> String {
         }
     }
     out
+}
+
+/// A text part without a charset mail-parser knows, whose bytes are not UTF-8 (mail-parser
+/// made U+FFFD of them): its text, decoded as a browser would.
+fn unlabeled_text<'m>(message: &'m Message<'_>, part: &'m MessagePart<'_>) -> Option<Cow<'m, str>> {
+    let text = match &part.body {
+        PartType::Text(text) | PartType::Html(text) => text,
+        _ => return None,
+    };
+    let labeled = part
+        .content_type()
+        .and_then(|ct| ct.attribute("charset"))
+        .is_some_and(|label| charset_decoder(label.trim().as_bytes()).is_some() || is_utf8_label(label));
+    if labeled || !text.contains('\u{FFFD}') {
+        return None;
+    }
+    let bytes = part_bytes(message, part);
+    Some(Cow::Owned(charset::decode_unlabeled(&bytes).into_owned()))
+}
+
+/// mail-parser reads UTF-8 itself, without a decoder from its charset table.
+fn is_utf8_label(label: &str) -> bool {
+    let label = label.trim();
+    label.eq_ignore_ascii_case("utf-8") || label.eq_ignore_ascii_case("utf8")
 }
 
 /// The decoded bytes of a leaf part as they were sent. mail-parser hands text parts over
@@ -291,29 +321,4 @@ fn part_bytes<'m>(message: &'m Message<'_>, part: &'m MessagePart<'_>) -> Cow<'m
         }
     }
     Cow::Borrowed(part.contents())
-}
-
-/// The last path segment of a file name, without control characters, at most 255 characters.
-fn clean_filename(name: &str) -> Option<String> {
-    let base = name.rsplit(['/', '\\']).next().unwrap_or(name);
-    let cleaned: String = base.chars().filter(|c| !c.is_control()).take(255).collect();
-    let cleaned = cleaned.trim();
-    (!cleaned.is_empty() && cleaned != "." && cleaned != "..").then(|| cleaned.to_owned())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn filenames_lose_paths_and_control_characters() {
-        assert_eq!(clean_filename("report.pdf").as_deref(), Some("report.pdf"));
-        assert_eq!(clean_filename("C:\\Users\\ann\\report.pdf").as_deref(), Some("report.pdf"));
-        assert_eq!(clean_filename("../../etc/passwd").as_deref(), Some("passwd"));
-        assert_eq!(clean_filename("a\u{0}b\r\n.txt").as_deref(), Some("ab.txt"));
-        assert_eq!(clean_filename("  "), None);
-        assert_eq!(clean_filename("dir/"), None);
-        assert_eq!(clean_filename("..").as_deref(), None);
-        assert_eq!(clean_filename(&"x".repeat(1000)).map(|s| s.len()), Some(255));
-    }
 }

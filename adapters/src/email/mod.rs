@@ -3,7 +3,9 @@
 //! One delivery becomes one [`UpdateAction::Append`]. mail-parser does the MIME work (RFC 2047
 //! encoded words, RFC 2231 parameters, quoted-printable and base64, nested multiparts, and
 //! every common charset through its `full_encoding` feature: ISO-2022-JP, Shift_JIS, EUC-JP,
-//! GB2312/GBK/GB18030, Big5, EUC-KR, KOI8-R/U, windows-125x, ISO-8859-x, UTF-7/16).
+//! GB2312/GBK/GB18030, Big5, EUC-KR, KOI8-R/U, windows-125x, ISO-8859-x, UTF-7/16). Raw 8-bit
+//! header fields and text parts without a known charset that are not UTF-8 are decoded as a
+//! browser would (see the `charset` module).
 //!
 //! # The message
 //!
@@ -18,7 +20,8 @@
 //!   `metadata.previewText` has it, on one line of at most [`PREVIEW_MAX_CHARS`] characters,
 //!   without quoted history and signature (see [`quote`]) for the conversation list;
 //! - **attachments**: every other leaf part, inline images included, with file name, media type,
-//!   decoded size, Content-ID (without `<>`), SHA-256 and `inline` (a `Content-Disposition:
+//!   decoded size (a forwarded message without a file name is `<its Subject>.eml`, see the
+//!   `filename` module), Content-ID (without `<>`), SHA-256 and `inline` (a `Content-Disposition:
 //!   inline` part, or a part with a Content-ID inside a `multipart/related`). With
 //!   [`EmailConfig::keep_attachment_content`] the bytes of attachments up to
 //!   [`EmailConfig::max_attachment_bytes`] travel in [`crate::Attachment::content`]; the
@@ -29,6 +32,9 @@
 //! - **occurred_at**: the `Date` header when it is valid and at most 24 hours after the
 //!   delivery's `received_at` (a date far in the future would freeze forward-only timestamps);
 //!   otherwise `received_at`, and the ignored value is kept as `metadata.ignoredDate`;
+//! - **fingerprint**: [`crate::content_fingerprint`] of the message with the `Date` header as
+//!   written (unfolded), so relayed copies match and a reused Message-ID on another mail does
+//!   not;
 //! - **direction**: always inbound here; [`refine`] makes it outbound once the entry point is
 //!   known;
 //! - **auto-replies and bounces** (see `auto_reply`): `is_auto_reply`, with
@@ -65,7 +71,7 @@
 //! A body that is empty, has no header fields, or whose header fields include none of the
 //! standard ones (From, To, Date, Subject, Message-ID, Received, Content-Type, …) is not a
 //! message: [`AdapterError::Malformed`]. Anything else is decoded as far as it goes: broken
-//! MIME structure, unknown charsets (decoded as UTF-8, lossily), bad encodings, missing
+//! MIME structure, unknown charsets (UTF-8 if valid, else guessed), bad encodings, missing
 //! headers, a header block cut off without its final line break, an mbox `From ` line in front.
 //! Decoding never panics (see [`decode`]) and allocates in proportion to the input (parsed
 //! parts borrow from it or are decoded copies no larger than it); the body size itself is
@@ -73,6 +79,8 @@
 
 mod address;
 mod auto_reply;
+mod charset;
+mod filename;
 mod html;
 mod mime;
 pub mod quote;
@@ -91,8 +99,8 @@ use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
 
 use crate::{
-    preview_of, AdapterError, ChannelAdapter, ChannelType, Delivery, Direction, EntryPointInfo, NormalizedMessage,
-    NormalizedUpdate, Sender, ThreadRef, UpdateAction,
+    content_fingerprint, preview_of, AdapterError, ChannelAdapter, ChannelType, Delivery, Direction, EntryPointInfo,
+    NormalizedMessage, NormalizedUpdate, Sender, ThreadRef, UpdateAction,
 };
 
 /// The adapter key (second word of the routing key `email.email`).
@@ -162,16 +170,26 @@ fn decode_unguarded(delivery: &Delivery<'_>, config: &EmailConfig) -> Result<Vec
         return Err(AdapterError::Malformed("not an email: the body is empty".into()));
     }
     let raw = terminate_header_block(raw);
-    let message = MessageParser::new()
-        .parse(raw.as_ref())
-        .filter(|m| !m.parts.is_empty())
-        .ok_or_else(|| AdapterError::Malformed("not an email: no header fields found".into()))?;
+    let first = parse(raw.as_ref())?;
+    // Raw 8-bit header fields: decoded as a browser would, then parsed again.
+    let repaired = charset::repair_headers(raw.as_ref(), &first);
+    let message = match &repaired {
+        Some(repaired) => parse(repaired)?,
+        None => first,
+    };
     if !message.headers().iter().any(|h| !matches!(h.name, HeaderName::Other(_))) {
         return Err(AdapterError::Malformed(
             "not an email: none of the standard header fields (From, To, Date, Subject, Message-ID, …) found".into(),
         ));
     }
     Ok(vec![build(&message, delivery, config)])
+}
+
+fn parse(raw: &[u8]) -> Result<Message<'_>, AdapterError> {
+    MessageParser::new()
+        .parse(raw)
+        .filter(|m| !m.parts.is_empty())
+        .ok_or_else(|| AdapterError::Malformed("not an email: no header fields found".into()))
 }
 
 /// Mark messages sent from the mailbox itself (or an agent domain) as outbound.
@@ -405,22 +423,28 @@ fn build(message: &Message<'_>, delivery: &Delivery<'_>, config: &EmailConfig) -
         meta.insert("truncatedParts".into(), Value::Bool(true));
     }
 
+    let mut normalized = NormalizedMessage {
+        idempotency_key,
+        direction: Direction::Inbound,
+        sender,
+        subject,
+        body: content.text,
+        attachments: content.attachments,
+        occurred_at,
+        is_auto_reply: detection.is_some(),
+        metadata: meta,
+        fingerprint: None,
+    };
+    // The Date as written, not as parsed: a copy relayed through more MTAs (each adding a
+    // `Received:`) keeps it, a recycled Message-ID on another mail does not.
+    let date_as_written = raw_headers(message, "Date").into_iter().next();
+    normalized.fingerprint = Some(content_fingerprint(&normalized, date_as_written.as_deref()));
+
     NormalizedUpdate {
         external_channel_id,
         fallback_channel_ids,
         thread: ThreadRef { key: None, references, conversation_id_hint },
-        action: UpdateAction::Append(NormalizedMessage {
-            idempotency_key,
-            direction: Direction::Inbound,
-            sender,
-            subject,
-            body: content.text,
-            attachments: content.attachments,
-            occurred_at,
-            is_auto_reply: detection.is_some(),
-            metadata: meta,
-            fingerprint: None,
-        }),
+        action: UpdateAction::Append(normalized),
     }
 }
 
