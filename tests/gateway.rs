@@ -109,7 +109,7 @@ async fn a_signed_standard_webhook_becomes_a_conversation() {
         sqlx::query_as("SELECT conversation_id, project_id FROM messages").fetch_one(&s.db.pool).await.unwrap();
     assert_eq!(project, "acme");
     let bundle = store::load_conversation(&s.db.pool, "acme", conversation_id).await.unwrap().unwrap();
-    assert_eq!(bundle.messages[0].id, "evt-1001");
+    assert_eq!(bundle.messages[0].id, "webhook:shop:evt-1001", "scoped to its entry point");
     assert_eq!(bundle.conversation.preview.as_deref(), Some("My order has not arrived"));
     assert_eq!(bundle.conversation.last_inbound_at, Some(at("2026-11-20T10:00:00Z")));
     assert_eq!(bundle.entry_points[0].external_channel_id, "shop");

@@ -84,7 +84,7 @@ async fn poison_of_every_class_is_dead_lettered_and_never_holds_the_queue() {
     broker.publish_many(batch).await; // all in one batch: the fallback must isolate the poison
 
     wait_until(20, "every good message stored", || async {
-        count(&db.pool, "SELECT count(*) FROM messages WHERE idempotency_key LIKE 'good-%'").await == 6
+        count(&db.pool, "SELECT count(*) FROM messages WHERE idempotency_key LIKE 'webhook:shop:good-%'").await == 6
     })
     .await;
     wait_until(20, "every poison dead-lettered", || async { broker.dead_letters().await.len() == poison.len() }).await;
@@ -99,7 +99,7 @@ async fn poison_of_every_class_is_dead_lettered_and_never_holds_the_queue() {
     let too_long = letters.iter().find(|d| d.reason == "field_too_long").unwrap();
     assert!(too_long.error.contains("over the 1000-byte limit"), "{}", too_long.error);
     assert!(letters.iter().all(|d| d.attempts == 1), "nothing went through the retry path");
-    let nul: String = sqlx::query_scalar("SELECT body FROM messages WHERE idempotency_key = 'good-nul'")
+    let nul: String = sqlx::query_scalar("SELECT body FROM messages WHERE idempotency_key = 'webhook:shop:good-nul'")
         .fetch_one(&db.pool)
         .await
         .unwrap();
@@ -107,7 +107,7 @@ async fn poison_of_every_class_is_dead_lettered_and_never_holds_the_queue() {
     // And the queue moves on: a message after all that is applied at once.
     broker.publish("webhook.webhook", Some("shop"), &webhook("after", "fine")).await;
     wait_until(10, "a later message", || async {
-        count(&db.pool, "SELECT count(*) FROM messages WHERE idempotency_key = 'after'").await == 1
+        count(&db.pool, "SELECT count(*) FROM messages WHERE idempotency_key = 'webhook:shop:after'").await == 1
     })
     .await;
     for queue in broker.topology.all_queues() {
@@ -411,10 +411,11 @@ async fn storage_keys_and_attempt_headers_from_outside_are_not_trusted() {
         count(&db.pool, "SELECT count(*) FROM messages").await == 3 && broker.dead_letters().await.len() == 1
     })
     .await;
-    let attachments: Value = sqlx::query_scalar("SELECT attachments FROM messages WHERE idempotency_key = 'a1'")
-        .fetch_one(&db.pool)
-        .await
-        .unwrap();
+    let attachments: Value =
+        sqlx::query_scalar("SELECT attachments FROM messages WHERE idempotency_key = 'webhook:shop:a1'")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
     assert_eq!(attachments[0]["filename"], "a.txt");
     assert!(attachments[0].get("storageKey").is_none(), "{attachments}");
     assert_eq!(broker.dead_letters().await[0].attempts, 1);

@@ -78,7 +78,8 @@ async fn each_channel_type_reaches_a_conversation() {
     broker.publish("chat.test", Some("C024BE91L"), &webhook("c1", "t", "2025-01-01T00:00:00Z")).await;
     broker.publish("webhook.webhook", Some("shop"), &webhook("w1", "t", "2025-01-01T00:00:00Z")).await;
     wait_until(30, "3 messages", || async { messages(&db.pool).await == 3 }).await;
-    for (ep, key) in [(email, "e1"), (chat, "c1"), (hook, "w1")] {
+    // Generic-webhook keys are stored scoped to their entry point.
+    for (ep, id, key) in [(email, "e1", "e1"), (chat, "c1", "c1"), (hook, "w1", "webhook:shop:w1")] {
         let conversation: uuid::Uuid = sqlx::query_scalar(
             "SELECT conversation_id FROM messages WHERE idempotency_key = $1 AND entry_point_id = $2",
         )
@@ -89,7 +90,7 @@ async fn each_channel_type_reaches_a_conversation() {
         .unwrap();
         let bundle = store::load_conversation(&db.pool, "p", conversation).await.unwrap().unwrap();
         assert_eq!(bundle.conversation.last_inbound_at, Some(at("2025-01-01T00:00:00Z")));
-        assert_eq!(bundle.conversation.preview.as_deref(), Some(format!("message {key}").as_str()));
+        assert_eq!(bundle.conversation.preview.as_deref(), Some(format!("message {id}").as_str()));
         assert_eq!(bundle.entry_points[0].id, ep);
     }
     w.stop().await;
@@ -120,7 +121,7 @@ async fn bad_input_is_dead_lettered_with_a_reason_and_good_input_around_it_appli
     wait_until(30, "5 dead letters", || async { broker.depth(&broker.topology.dead_queue).await == 5 }).await;
     wait_until(30, "3 good messages", || async { messages(&db.pool).await == 3 }).await;
     // PostgreSQL cannot store U+0000: the message is kept with U+FFFD in its place.
-    let nul_body: String = sqlx::query_scalar("SELECT body FROM messages WHERE idempotency_key = 'nul'")
+    let nul_body: String = sqlx::query_scalar("SELECT body FROM messages WHERE idempotency_key = 'webhook:shop:nul'")
         .fetch_one(&db.pool)
         .await
         .unwrap();

@@ -9,8 +9,8 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
 use crate::{
-    content_fingerprint, AdapterError, Attachment, ChannelAdapter, ChannelType, Delivery, Direction, NormalizedMessage,
-    NormalizedUpdate, Sender, ThreadRef, UpdateAction,
+    content_fingerprint, AdapterError, Attachment, ChannelAdapter, ChannelType, Delivery, Direction, EntryPointInfo,
+    NormalizedMessage, NormalizedUpdate, Sender, ThreadRef, UpdateAction,
 };
 
 /// Largest body the adapter will parse; bigger ones are refused before any JSON work.
@@ -147,6 +147,24 @@ impl ChannelAdapter for GenericWebhookAdapter {
     }
     async fn decode(&self, delivery: &Delivery<'_>) -> Result<Vec<NormalizedUpdate>, AdapterError> {
         decode_generic(delivery.body, delivery.received_at)
+    }
+
+    /// Generic-webhook ids are the source system's own (`"1"`, `"evt-1"`): two sources in one
+    /// project may both send `"1"`. Keys (and the ids `inReplyTo` names) are scoped to their
+    /// entry point: `<adapterKey>:<externalChannelId>:<id>`, as the chat adapters' keys are.
+    /// Only on the `webhook` channel type: elsewhere this adapter stands in for integrators that
+    /// normalize payloads themselves and choose keys that are already unique.
+    fn refine(&self, update: &mut NormalizedUpdate, entry_point: &EntryPointInfo<'_>) {
+        if self.channel_type != ChannelType::Webhook {
+            return;
+        }
+        let scope = |id: &str| format!("{}:{}:{id}", entry_point.adapter_key, entry_point.external_channel_id);
+        if let UpdateAction::Append(m) = &mut update.action {
+            m.idempotency_key = scope(&m.idempotency_key);
+        }
+        for reference in &mut update.thread.references {
+            *reference = scope(reference);
+        }
     }
 }
 

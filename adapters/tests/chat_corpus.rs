@@ -50,8 +50,8 @@ fn summary(result: &Result<Vec<NormalizedUpdate>, AdapterError>) -> Vec<String> 
 /// What each corpus payload decodes to. Notes on the less obvious ones:
 /// - Slack: bolt-python's anonymised ids make the app's own bot user (`authorizations[]`,
 ///   `is_bot`) the author of some messages, which are therefore outbound; `message_changed`
-///   without `message.ts` edits `previous_message.ts`; unchanged-text edits, joins, reactions
-///   and non-Slack envelopes (`zulip_NOT_SLACK_…`) are nothing to apply;
+///   without `message.ts` edits `previous_message.ts`; unchanged-text edits, joins and
+///   reactions are nothing to apply; a non-Slack payload (`zulip_NOT_SLACK_…`) is refused;
 /// - Telegram: a getUpdates response is not a webhook body (refused); channel posts, callback
 ///   queries, dice, stories and service messages are nothing to apply; an anonymous group admin
 ///   (`GroupAnonymousBot`) writes as the group, inbound;
@@ -118,7 +118,7 @@ const EXPECTED: &[(&str, &[&str])] = &[
         &["append slack:C111:1610261659.001400 out from W111 in C111:1610261659.001400"],
     ),
     ("slack/bolt-python_reaction_added_NONMESSAGE.json", &[]),
-    ("slack/zulip_NOT_SLACK_anomalous_payload.json", &[]),
+    ("slack/zulip_NOT_SLACK_anomalous_payload.json", &["error malformed_payload"]),
     ("slack/zulip_app_rate_limited_NONMESSAGE.json", &[]),
     (
         "slack/zulip_message_from_slack_bridge_bot.json",

@@ -165,9 +165,19 @@ pub fn decode(
 ) -> Result<Vec<NormalizedUpdate>, AdapterError> {
     check_size(body)?;
     let envelope: Envelope = parse_json("Slack", body)?;
-    if envelope.kind != "event_callback" {
-        // url_verification (answered by the gateway), app_rate_limited, ...
-        return Ok(vec![]);
+    match envelope.kind.as_str() {
+        "event_callback" => {}
+        // Answered by the gateway / nothing to store.
+        "url_verification" | "app_rate_limited" => return Ok(vec![]),
+        // An envelope type Slack may add later: skipped, as long as it is Slack's (every
+        // Events API envelope names its workspace). Anything else is not a Slack payload at all
+        // (another provider's webhook routed to `chat.slack`): refused, not silently acked.
+        _ if envelope.team_id.is_some() => return Ok(vec![]),
+        other => {
+            return Err(AdapterError::Malformed(format!(
+                "not a Slack Events API payload (type `{other}` and no team_id)"
+            )))
+        }
     }
     let event = envelope.event.ok_or_else(|| AdapterError::Missing("event".into()))?;
     if event.get("type").and_then(Value::as_str) != Some("message") {

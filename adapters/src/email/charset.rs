@@ -62,7 +62,7 @@ pub fn repair_headers(raw: &[u8], message: &Message<'_>) -> Option<Vec<u8>> {
     repairs.dedup_by(|later, earlier| later.range.start < earlier.range.end);
 
     let mut sample = Vec::new();
-    for repair in &repairs {
+    for repair in repairs.iter().filter(|r| r.text.is_none()) {
         sample.extend_from_slice(&repair.bytes);
         sample.push(b'\n');
     }
@@ -72,7 +72,10 @@ pub fn repair_headers(raw: &[u8], message: &Message<'_>) -> Option<Vec<u8>> {
     let mut copied = 0;
     for repair in repairs {
         repaired.extend_from_slice(&raw[copied..repair.range.start]);
-        let (text, _) = encoding.decode_without_bom_handling(&repair.bytes);
+        let text = match &repair.text {
+            Some(text) => Cow::Borrowed(text.as_str()),
+            None => encoding.decode_without_bom_handling(&repair.bytes).0,
+        };
         let inside_quotes = repair.range.start > 0 && raw[repair.range.start - 1] == b'"';
         if repair.in_address && !inside_quotes && text.contains(ADDRESS_SPECIALS) {
             // A display name that was one encoded word stays one phrase.
@@ -91,10 +94,12 @@ pub fn repair_headers(raw: &[u8], message: &Message<'_>) -> Option<Vec<u8>> {
 /// Characters that would change the meaning of a display name written bare.
 const ADDRESS_SPECIALS: &[char] = &[',', ';', '<', '>', '"', '@', ':', '(', ')', '[', ']', '\\'];
 
-/// Bytes of `raw` to replace by `bytes` decoded with the message's guessed encoding.
+/// Bytes of `raw` to replace by `bytes` decoded with the message's guessed encoding, or by
+/// `text` where the charset is known after all.
 struct Repair {
     range: Range<usize>,
     bytes: Vec<u8>,
+    text: Option<String>,
     /// In an address header: a decoded encoded word may need quoting.
     in_address: bool,
 }
@@ -133,14 +138,18 @@ fn collect_repairs(raw: &[u8], message: &Message<'_>, repairs: &mut Vec<Repair>)
                     let bytes = value[gap.clone()].to_vec();
                     let range = range.start + gap.start..range.start + gap.end;
                     // Raw text stands where the sender wrote it, quoted or not.
-                    repairs.push(Repair { range, bytes, in_address: false });
+                    repairs.push(Repair { range, bytes, text: None, in_address: false });
                 }
             }
             for word in words {
                 if let Some(bytes) = mislabelled(&word) {
                     let range = range.start + word.range.start..range.start + word.range.end;
-                    repairs.push(Repair { range, bytes, in_address });
+                    repairs.push(Repair { range, bytes, text: None, in_address });
                 }
+            }
+            for label in utf7_labels(value) {
+                let range = range.start + label.start..range.start + label.end;
+                repairs.push(Repair { range, bytes: Vec::new(), text: Some("utf-7".into()), in_address: false });
             }
         }
         if let PartType::Message(nested) = &part.body {
@@ -188,6 +197,26 @@ fn mislabelled(word: &EncodedWord<'_>) -> Option<Vec<u8>> {
         _ => None,
     };
     bytes.filter(|b| !b.is_ascii())
+}
+
+/// UTF-7's old names, which Exchange wrote in encoded words and mail-parser does not know.
+const UTF7_ALIASES: [&[u8]; 3] = [b"=?unicode-1-1-utf-7?", b"=?unicode-2-0-utf-7?", b"=?x-unicode-2-0-utf-7?"];
+
+/// Where a header value labels an encoded word with an old UTF-7 alias: the label, to be
+/// renamed `utf-7` (a rename, not a decode, because such words are often not well-formed
+/// enough for a strict scan — folded, with spaces — while mail-parser reads them).
+fn utf7_labels(value: &[u8]) -> Vec<Range<usize>> {
+    let lower = value.to_ascii_lowercase();
+    let mut labels = Vec::new();
+    for alias in UTF7_ALIASES {
+        let mut at = 0;
+        while let Some(found) = find(&lower[at..], alias) {
+            let start = at + found + 2;
+            labels.push(start..start + alias.len() - 3);
+            at = start;
+        }
+    }
+    labels
 }
 
 /// Longest charset label and encoded text looked at: RFC 2047 words are at most 75 bytes, and
@@ -306,6 +335,16 @@ mod tests {
         let repaired = repair_headers(raw, &message).expect("repaired");
         let message = mail_parser::MessageParser::new().parse(&repaired[..]).unwrap();
         assert_eq!(message.subject(), Some("Die Frösche und ä"));
+    }
+
+    #[test]
+    fn an_old_utf7_alias_is_decoded_as_utf7() {
+        // As Exchange wrote it: folded inside the word.
+        let raw = b"Subject: Benachrichtung\r\n\tzum\r\n\t=?unicode-1-1-utf-7?Q?+ANw-bermittlungsstatus  \r\n\t(Fehlgeschlagen)?=\r\n\r\nx\r\n";
+        let message = mail_parser::MessageParser::new().parse(&raw[..]).unwrap();
+        let repaired = repair_headers(raw, &message).expect("a repair");
+        let message = mail_parser::MessageParser::new().parse(&repaired[..]).unwrap();
+        assert!(message.subject().unwrap().contains("Übermittlungsstatus"), "{:?}", message.subject());
     }
 
     #[test]
