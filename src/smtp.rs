@@ -101,6 +101,10 @@ pub enum SendError {
     /// Will not work as it is (5xx, no recipient, not an email conversation).
     #[error("{0}")]
     Permanent(String),
+    /// The database failed before anything was sent: the environment's fault, not the
+    /// message's; the worker retries without using up the job's attempts.
+    #[error("{0}")]
+    Database(String),
 }
 
 /// What the worker knows about the job being sent.
@@ -147,7 +151,7 @@ impl std::fmt::Debug for Mailer {
 }
 
 fn db(e: sqlx::Error) -> SendError {
-    SendError::Transient(format!("database: {e}"))
+    SendError::Database(format!("database: {e}"))
 }
 
 impl Mailer {
@@ -212,24 +216,27 @@ impl Mailer {
             Ok(email) => email,
             Err(e) => return Err(self.settle_error(pool, job, &claim, e, options).await),
         };
-        match self.transport.send(email).await {
+        // The whole session within the claim (lettre's timeout is per network operation): past
+        // it another sender may take the message over.
+        let session = tokio::time::timeout_at(claim.until, self.transport.send(email)).await;
+        let Ok(session) = session else {
+            let e = SendError::Transient("the SMTP session outlasted the claim's lease".into());
+            return Err(self.settle_error(pool, job, &claim, e, options).await);
+        };
+        match session {
             Ok(response) => {
                 let detail = format!("{} {}", response.code(), response.message().collect::<Vec<_>>().join(" "));
-                // The server has the mail: keep trying to record it while the claim is ours
-                // (a database hiccup must not lead to a retry that sends it again).
+                // The server has the mail: keep trying to record it until the database answers
+                // (a retry would send it again; `settle` checks the claim is still ours, so
+                // recording after the lease ran out is safe).
                 let mut delay = Duration::from_millis(100);
                 let recorded = loop {
                     match self.settle(pool, job, &claim, STATUS_SENT, Some(detail.clone())).await {
                         Ok(recorded) => break recorded,
-                        Err(e) if tokio::time::Instant::now() + delay < claim.until => {
+                        Err(e) => {
                             tracing::warn!(error = %e, retry_in = ?delay, "could not record the sent email yet");
                             tokio::time::sleep(delay).await;
                             delay = (delay * 2).min(Duration::from_secs(10));
-                        }
-                        Err(e) => {
-                            tracing::error!(error = %e, key = %job.message_key, %message_id,
-                                "email sent, but it could not be recorded before the claim expired");
-                            break false;
                         }
                     }
                 };
@@ -252,8 +259,10 @@ impl Mailer {
         }
     }
 
-    /// `pending` (or `failed`, for a re-send, or `sending` under an expired lease) → `sending`
-    /// owned by this sender, with the Message-ID stored; one conditional UPDATE.
+    /// `pending` (or `failed`, for a re-send, or `sending` under an expired lease or this
+    /// sender's own — it sends one job at a time, so that is an earlier attempt of its own that
+    /// failed before the SMTP session) → `sending` owned by this sender, with the Message-ID
+    /// stored; one conditional UPDATE.
     async fn claim(
         &self,
         pool: &PgPool,
@@ -270,7 +279,7 @@ impl Mailer {
               WHERE id = $1
                 AND (delivery_state = 'pending'
                      OR (delivery_state = 'failed' AND $5)
-                     OR (delivery_state = 'sending' AND delivery_lease_until <= now()))
+                     OR (delivery_state = 'sending' AND (delivery_lease_until <= now() OR delivery_owner = $2)))
               RETURNING external_id",
         )
         .bind(id)
@@ -400,7 +409,9 @@ impl Mailer {
         options: SendOptions,
     ) -> SendError {
         let (status, detail) = match &error {
+            // Released for the retry; a database failure is never the message's.
             SendError::Transient(e) if !options.last_attempt => (STATUS_DEFERRED, e),
+            SendError::Database(e) => (STATUS_DEFERRED, e),
             SendError::Transient(e) | SendError::Permanent(e) | SendError::InProgress(e) => (STATUS_FAILED, e),
         };
         if let Err(e) = self.settle(pool, job, claim, status, Some(detail.clone())).await {
@@ -547,8 +558,8 @@ pub async fn prepare_resend(
     if conversation.is_none() {
         return Ok(Resend::NotFound);
     }
-    let message: Option<(Uuid, String, Option<String>)> = sqlx::query_as(
-        "SELECT id, direction, delivery_state FROM messages
+    let message: Option<(Uuid, String, Option<String>, bool)> = sqlx::query_as(
+        "SELECT id, direction, delivery_state, coalesce(delivery_lease_until <= now(), false) FROM messages
           WHERE conversation_id = $1 AND project_id = $2 AND idempotency_key = $3 FOR UPDATE",
     )
     .bind(conversation_id)
@@ -556,10 +567,13 @@ pub async fn prepare_resend(
     .bind(key)
     .fetch_optional(&mut *tx)
     .await?;
-    let Some((id, direction, state)) = message else { return Ok(Resend::NotFound) };
+    let Some((id, direction, state, lease_expired)) = message else { return Ok(Resend::NotFound) };
     match (direction.as_str(), state.as_deref()) {
         ("outbound", Some("pending")) => Ok(Resend::Ready),
-        ("outbound", Some("failed")) => {
+        // Failed, or claimed by a sender that died (its lease ran out): send it again.
+        ("outbound", Some("failed")) | ("outbound", Some("sending"))
+            if state.as_deref() != Some("sending") || lease_expired =>
+        {
             sqlx::query(
                 "UPDATE messages SET delivery_state = 'pending', delivery_owner = NULL, delivery_lease_until = NULL
                   WHERE id = $1",

@@ -103,7 +103,13 @@ pub fn decode_generic(body: &[u8], received_at: DateTime<Utc>) -> Result<Vec<Nor
             Ok(NormalizedUpdate {
                 external_channel_id: m.external_channel_id,
                 fallback_channel_ids: vec![],
-                thread: ThreadRef { key: m.conversation_key, references: m.in_reply_to, conversation_id_hint: None },
+                thread: ThreadRef {
+                    key: m.conversation_key,
+                    // The newest (last) ones, as many as a mail's References keep: each is a lookup.
+                    references: m.in_reply_to[m.in_reply_to.len().saturating_sub(crate::email::MAX_REFERENCES)..]
+                        .to_vec(),
+                    conversation_id_hint: None,
+                },
                 action: UpdateAction::Append(message),
             })
         })

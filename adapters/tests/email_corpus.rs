@@ -20,6 +20,12 @@ const ZAMMAD_FROM_EXCEPTIONS: &[(&str, &str)] = &[
     ("mail092", "Zammad drops the comment `(Mail Delivery System)` from the display name; we keep it"),
 ];
 
+/// Subjects Zammad expects differently, and why.
+const ZAMMAD_SUBJECT_EXCEPTIONS: &[(&str, &str)] = &[(
+    "mail018",
+    "the encoded word's charset is `unicode-1-1-utf-7`, an old UTF-7 alias Zammad leaves undecoded (`+ANw-`); it is Ü",
+)];
+
 /// One top-level scalar of a Zammad expectation file: plain, single- or double-quoted on one
 /// line. `None` for a missing key or a value this small reader does not handle.
 fn yml_scalar(yml: &str, key: &str) -> Option<String> {
@@ -65,7 +71,9 @@ fn zammad_subjects_and_senders() {
         let Some(raw) = corpus::read(&format!("email/zammad/{stem}.box")) else { return };
         let yml = String::from_utf8_lossy(yml);
         let m = decode_message(&raw);
-        if let Some(expected) = yml_scalar(&yml, "subject") {
+        if ZAMMAD_SUBJECT_EXCEPTIONS.iter().any(|(n, _)| *n == stem) {
+            assert!(!m.subject.as_deref().unwrap_or_default().contains("+ANw-"), "{stem} subject decoded");
+        } else if let Some(expected) = yml_scalar(&yml, "subject") {
             assert_eq!(squeeze(m.subject.as_deref().unwrap_or_default()), squeeze(&expected), "{stem} subject");
             compared += 1;
         }

@@ -75,8 +75,8 @@ pub(super) async fn change_message(
 }
 
 /// A deleted message's text must not stay in the conversation list: when the preview came
-/// from it, show the newest remaining message instead (or nothing). `preview_at`/`preview_key`
-/// stay, so the preview still only follows newer messages.
+/// from it, the newest remaining message takes its place (preview, its key and time together,
+/// so later deletes and edits of that message keep following it), or nothing.
 async fn unpreview(conn: &mut PgConnection, conversation_id: Uuid, key: &str) -> Result<(), sqlx::Error> {
     let shows_it: bool =
         sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM conversations WHERE id = $1 AND preview_key = $2)")
@@ -87,8 +87,8 @@ async fn unpreview(conn: &mut PgConnection, conversation_id: Uuid, key: &str) ->
     if !shows_it {
         return Ok(());
     }
-    let newest: Option<String> = sqlx::query_scalar(
-        "SELECT coalesce(metadata->>'previewText', body) FROM messages
+    let newest: Option<(String, String, DateTime<Utc>)> = sqlx::query_as(
+        "SELECT coalesce(metadata->>'previewText', body), idempotency_key, occurred_at FROM messages
           WHERE conversation_id = $1 AND metadata->>'deletedAt' IS NULL
             AND coalesce(delivery_state, 'sent') = 'sent'
           ORDER BY occurred_at DESC, idempotency_key DESC LIMIT 1",
@@ -96,11 +96,19 @@ async fn unpreview(conn: &mut PgConnection, conversation_id: Uuid, key: &str) ->
     .bind(conversation_id)
     .fetch_optional(&mut *conn)
     .await?;
-    sqlx::query("UPDATE conversations SET preview = $2, updated_at = now() WHERE id = $1")
-        .bind(conversation_id)
-        .bind(newest.map(|text| preview_of(&text, PREVIEW_CHARS)))
-        .execute(&mut *conn)
-        .await?;
+    let (preview, preview_key, preview_at) = match newest {
+        Some((text, key, at)) => (Some(preview_of(&text, PREVIEW_CHARS)), Some(key), Some(at)),
+        None => (None, None, None),
+    };
+    sqlx::query(
+        "UPDATE conversations SET preview = $2, preview_key = $3, preview_at = $4, updated_at = now() WHERE id = $1",
+    )
+    .bind(conversation_id)
+    .bind(preview)
+    .bind(preview_key)
+    .bind(preview_at)
+    .execute(&mut *conn)
+    .await?;
     Ok(())
 }
 

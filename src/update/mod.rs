@@ -39,7 +39,9 @@ static MAX_FUTURE_SKEW_SECS: AtomicI64 = AtomicI64::new(24 * 3600);
 
 /// Set the allowed future skew of message times for this process.
 pub fn set_max_future_skew(skew: std::time::Duration) {
-    MAX_FUTURE_SKEW_SECS.store(i64::try_from(skew.as_secs()).unwrap_or(i64::MAX), Ordering::Relaxed);
+    // Anything beyond a century means "never clamp"; capped so the addition cannot overflow.
+    const CENTURY_SECS: u64 = 100 * 366 * 86400;
+    MAX_FUTURE_SKEW_SECS.store(skew.as_secs().min(CENTURY_SECS) as i64, Ordering::Relaxed);
 }
 
 /// Which conversation an update is for.
@@ -243,7 +245,8 @@ fn action_key(action: &UpdateAction) -> &str {
 /// moved to `now` (the original kept as `metadata.originalOccurredAt` on appended messages);
 /// `None` when no time needs it (the usual case: nothing is copied).
 fn clamp_future_times(requests: &[UpdateRequest], now: DateTime<Utc>) -> Option<Vec<UpdateRequest>> {
-    let limit = now + chrono::Duration::seconds(MAX_FUTURE_SKEW_SECS.load(Ordering::Relaxed));
+    let skew = chrono::Duration::seconds(MAX_FUTURE_SKEW_SECS.load(Ordering::Relaxed));
+    let limit = now.checked_add_signed(skew).unwrap_or(DateTime::<Utc>::MAX_UTC);
     let time_of = |r: &UpdateRequest| match &r.action {
         Some(UpdateAction::Append(m)) => Some(m.occurred_at),
         Some(UpdateAction::Edit { edited_at: at, .. })

@@ -1,5 +1,6 @@
 //! Applying a batch through the update logic, and what a failure means.
 
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Instant;
 
 use lapin::message::Delivery;
@@ -47,7 +48,9 @@ pub(super) async fn process_batch(
     let batch_result = if requests.is_empty() {
         Ok(Vec::new())
     } else {
-        match with_backoff(shared, || apply_classified(&shared.pool, &requests)).await {
+        // A suspect failure of a whole batch goes straight to one update at a time.
+        let no_retries = AtomicU32::new(0);
+        match with_backoff(shared, || apply_classified(&shared.pool, &requests, &no_retries)).await {
             Some(result) => result,
             None => return Ok(false),
         }
@@ -74,7 +77,8 @@ pub(super) async fn process_batch(
                 let mut failure = None;
                 for request in requests {
                     let one = std::slice::from_ref(request);
-                    match with_backoff(shared, || apply_classified(&shared.pool, one)).await {
+                    let suspect = AtomicU32::new(SUSPECT_RETRIES);
+                    match with_backoff(shared, || apply_classified(&shared.pool, one, &suspect)).await {
                         None => return Ok(false),
                         Some(Ok(outcomes)) => effects.extend(outcomes.iter().map(|o| o.effect)),
                         Some(Err(e)) => {
@@ -94,38 +98,75 @@ pub(super) async fn process_batch(
     Ok(true)
 }
 
-/// Apply, separating transient database failures from answers about the batch.
+/// How often a failure that may be the environment's or the message's (a statement timeout,
+/// out of memory, an internal error) is retried for one update before it counts as the
+/// message's: one slow or huge message must not hold its queue.
+pub(super) const SUSPECT_RETRIES: u32 = 3;
+
+/// Apply, separating transient database failures from answers about the batch. `suspect`
+/// counts down the retries left for [`DbFailure::Suspect`] failures; at zero they are answers.
 pub(super) async fn apply_classified(
     pool: &PgPool,
     requests: &[UpdateRequest],
+    suspect: &AtomicU32,
 ) -> Result<Result<Vec<update::UpdateOutcome>, UpdateError>, Transient> {
     match update::apply_batch(pool, requests).await {
-        Err(UpdateError::Database(e)) if is_transient_db(&e) => Err(Transient(format!("database: {e}"))),
+        Err(UpdateError::Database(e)) => match classify_db(&e) {
+            DbFailure::Environment => Err(Transient(format!("database: {e}"))),
+            DbFailure::Suspect if suspect.load(Ordering::Relaxed) > 0 => {
+                suspect.fetch_sub(1, Ordering::Relaxed);
+                Err(Transient(format!("database: {e}")))
+            }
+            _ => Ok(Err(UpdateError::Database(e))),
+        },
         other => Ok(other),
     }
 }
 
-/// Only failures of the environment pass by themselves: the connection (lost, refused, pool
-/// exhausted, the database not accepting connections or missing, authentication), the server
-/// (starting up, shutting down, out of resources, I/O trouble, internal errors), concurrency
-/// (serialization failure, deadlock, lock not available) and privileges. Anything else (a
-/// value PostgreSQL refuses, an index key over its size limit, a constraint) is caused by the
-/// message and is permanent for it, whatever its SQLSTATE class.
-pub fn is_transient_db(e: &sqlx::Error) -> bool {
+/// Whose a database failure is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DbFailure {
+    /// The environment's: the connection (lost, refused, pool exhausted, too many clients, the
+    /// database not accepting connections, missing, read-only after a failover), authentication
+    /// and privileges, the server starting up or shutting down, and concurrency (serialization
+    /// failure, deadlock, lock not available). Retried until it passes.
+    Environment,
+    /// Either's: a statement timeout, out of memory or disk, I/O trouble, an internal error.
+    /// Retried a few times, then taken as the message's.
+    Suspect,
+    /// The message's: a value PostgreSQL refuses, an index key over its size limit, a
+    /// constraint, and anything else. Permanent for that message.
+    Message,
+}
+
+pub fn classify_db(e: &sqlx::Error) -> DbFailure {
     match e {
         sqlx::Error::Database(db) => {
             let code = db.code().unwrap_or_default();
-            ["08", "28", "3D", "53", "55", "57", "58", "XX"].iter().any(|class| code.starts_with(class))
-                || matches!(&*code, "40001" | "40P01" | "42501")
+            let class = |prefixes: &[&str]| prefixes.iter().any(|p| code.starts_with(p));
+            if class(&["08", "28", "3D", "57P"])
+                || matches!(&*code, "53300" | "25006" | "40001" | "40P01" | "55P03" | "55006" | "55000" | "42501")
+            {
+                DbFailure::Environment
+            } else if class(&["53", "58", "XX"]) || code == "57014" {
+                DbFailure::Suspect
+            } else {
+                DbFailure::Message
+            }
         }
         sqlx::Error::Io(_)
         | sqlx::Error::Tls(_)
         | sqlx::Error::Protocol(_)
         | sqlx::Error::PoolTimedOut
         | sqlx::Error::PoolClosed
-        | sqlx::Error::WorkerCrashed => true,
-        _ => false,
+        | sqlx::Error::WorkerCrashed => DbFailure::Environment,
+        _ => DbFailure::Message,
     }
+}
+
+/// Whether a failure may pass by itself (see [`DbFailure`]); the HTTP API answers 503 for those.
+pub fn is_transient_db(e: &sqlx::Error) -> bool {
+    classify_db(e) != DbFailure::Message
 }
 
 /// What PostgreSQL refused, for the dead letter: SQLSTATE, where (constraint, or table and

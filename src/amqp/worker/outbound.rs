@@ -3,7 +3,8 @@
 use lapin::message::Delivery;
 use tracing::Instrument;
 
-use super::{apply_classified, plan_for_update_error, settle_batch, with_backoff, Inflight, Plan, Shared};
+use super::batch::SUSPECT_RETRIES;
+use super::{apply_classified, plan_for_update_error, settle_batch, with_backoff, Inflight, Plan, Shared, Transient};
 use crate::amqp::publish::ConfirmedPublisher;
 use crate::amqp::{envelope, header_string};
 use crate::smtp::{SendError, SendJob, SendOptions, SendOutcome};
@@ -29,7 +30,9 @@ pub(super) async fn process_outbound(
         };
         if let Some(request) = job.append_request() {
             let requests = [request];
-            let Some(result) = with_backoff(shared, || apply_classified(&shared.pool, &requests)).await else {
+            let suspect = std::sync::atomic::AtomicU32::new(SUSPECT_RETRIES);
+            let Some(result) = with_backoff(shared, || apply_classified(&shared.pool, &requests, &suspect)).await
+            else {
                 return Ok(false);
             };
             if let Err(e) = result {
@@ -42,7 +45,17 @@ pub(super) async fn process_outbound(
         let options =
             SendOptions { resend_failed: replayed, last_attempt: !item.retries_left(&shared.settings.topology) };
         let span = tracing::info_span!("send", conversation_id = %job.conversation_id, key = %job.message_key);
-        item.plan = match mailer.send(&shared.pool, &job, options).instrument(span).await {
+        // A database failure before the SMTP session is the environment's: retried here, the
+        // delivery unacked, without using up the job's attempts.
+        let sent = with_backoff(shared, || async {
+            match mailer.send(&shared.pool, &job, options).instrument(span.clone()).await {
+                Err(SendError::Database(e)) => Err(Transient(e)),
+                other => Ok(other),
+            }
+        })
+        .await;
+        let Some(sent) = sent else { return Ok(false) };
+        item.plan = match sent {
             Ok(SendOutcome::Sent { .. }) => {
                 // Counted only when the SMTP server accepted the mail.
                 metrics::counter!("intake_emails_sent_total").increment(1);
@@ -69,6 +82,7 @@ pub(super) async fn process_outbound(
                 Plan::Dead { reason: "retries_exhausted", error: format!("send_in_progress: {error}") }
             }
             Err(SendError::Permanent(error)) => Plan::Dead { reason: "smtp_rejected", error },
+            Err(SendError::Database(_)) => unreachable!("retried above"),
         };
     }
     settle_batch(shared, publisher, &inflight).await?;
