@@ -373,3 +373,34 @@ async fn health_readiness_and_metrics() {
     let (s, _) = text("/readyz").await;
     assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE);
 }
+
+#[tokio::test]
+async fn a_message_id_reused_for_other_content_is_409_and_future_times_are_clamped() {
+    let api = Api::new(1 << 20).await;
+    let id = api.conversation().await;
+    let path = format!("/internal/conversations/{id}");
+    let first = inbound("msg-1", "2025-05-01T12:00:00Z");
+    let (s, _) = api.call(Method::PATCH, &path, Some(TOKEN), Some(first.clone())).await;
+    assert_eq!(s, StatusCode::OK);
+    // A client retry (same body; its createdAt regenerated) is the same message.
+    let mut retry = first.clone();
+    retry["message"]["createdAt"] = json!("2025-05-01T12:00:05Z");
+    let (s, body) = api.call(Method::PATCH, &path, Some(TOKEN), Some(retry)).await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    // The same id for other content is refused, as payment APIs do.
+    let mut other = first;
+    other["message"]["body"] = json!("something else entirely");
+    let (s, body) = api.call(Method::PATCH, &path, Some(TOKEN), Some(other)).await;
+    assert_eq!(s, StatusCode::CONFLICT, "{body}");
+    assert_eq!(body["error"]["code"], "idempotency_key_reused");
+    let (_, body) = api.call(Method::GET, &path, Some(TOKEN), None).await;
+    assert_eq!(body["messages"].as_array().unwrap().len(), 1);
+
+    // createdAt of 2099: clamped to now, the original kept.
+    let (s, body) = api.call(Method::PATCH, &path, Some(TOKEN), Some(inbound("msg-2", "2099-01-01T00:00:00Z"))).await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    let last: chrono::DateTime<chrono::Utc> = body["conversation"]["lastMessageAt"].as_str().unwrap().parse().unwrap();
+    assert!(last <= chrono::Utc::now(), "{last}");
+    let future = body["messages"].as_array().unwrap().iter().find(|m| m["id"] == "msg-2").unwrap();
+    assert_eq!(future["metadata"]["originalOccurredAt"], "2099-01-01T00:00:00+00:00");
+}

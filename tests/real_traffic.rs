@@ -422,3 +422,73 @@ async fn storage_keys_and_attempt_headers_from_outside_are_not_trusted() {
     w.stop().await;
     broker.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_that_times_out_its_statement_is_dead_lettered_after_a_few_tries() {
+    let db = TestDb::new().await;
+    let broker = TestBroker::new().await;
+    db.project_with_entry_point("p", ChannelType::Webhook, "webhook", "shop").await;
+    // One message whose insert outlasts the statement timeout: 57014 may be the environment's
+    // (a slow disk) or the message's; retried a few times, then the message's.
+    sqlx::raw_sql(&format!(
+        "CREATE FUNCTION slow_poison() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN IF NEW.body = 'slow' THEN PERFORM pg_sleep(2); END IF; RETURN NEW; END $$;
+         CREATE TRIGGER slow_poison BEFORE INSERT ON messages FOR EACH ROW EXECUTE FUNCTION slow_poison();
+         ALTER DATABASE \"{}\" SET statement_timeout = '500ms';",
+        db.name
+    ))
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    let w = start(&db, &broker).await;
+    let shop = || Some("shop".to_owned());
+    broker
+        .publish_many(vec![
+            ("webhook.webhook".to_owned(), shop(), webhook("good-a", "fine")),
+            ("webhook.webhook".to_owned(), shop(), webhook("slow-1", "slow")),
+            ("webhook.webhook".to_owned(), shop(), webhook("good-b", "fine")),
+        ])
+        .await;
+    wait_until(30, "the good messages stored and the slow one dead-lettered", || async {
+        count(&db.pool, "SELECT count(*) FROM messages WHERE body = 'fine'").await == 2
+            && broker.dead_letters().await.len() == 1
+    })
+    .await;
+    let dead = broker.dead_letters().await.remove(0);
+    assert_eq!(dead.reason, "database_rejected");
+    assert!(dead.error.contains("SQLSTATE 57014"), "{}", dead.error);
+    w.stop().await;
+    broker.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_only_database_delays_but_dead_letters_nothing() {
+    let db = TestDb::new().await;
+    let broker = TestBroker::new().await;
+    db.project_with_entry_point("p", ChannelType::Webhook, "webhook", "shop").await;
+    // As after a failover to a standby: every write answers SQLSTATE 25006.
+    let set_read_only = |on: bool| format!("ALTER DATABASE \"{}\" SET default_transaction_read_only = {on}", db.name);
+    sqlx::raw_sql(&set_read_only(true)).execute(&db.pool).await.unwrap();
+    let w = start(&db, &broker).await;
+    broker.publish("webhook.webhook", Some("shop"), &webhook("ro-1", "fine")).await;
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    assert!(broker.dead_letters().await.is_empty(), "a read-only database is not the message's fault");
+    assert_eq!(count(&db.pool, "SELECT count(*) FROM messages").await, 0);
+    // Writable again; the worker's connections are replaced as after a real failover.
+    sqlx::raw_sql(&set_read_only(false)).execute(&db.pool).await.unwrap();
+    let admin = PgPool::connect(&format!("{ADMIN_URL}/postgres")).await.unwrap();
+    sqlx::query(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()",
+    )
+    .bind(&db.name)
+    .execute(&admin)
+    .await
+    .unwrap();
+    wait_until(30, "stored once writable", || async {
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM messages").fetch_one(&db.pool).await.ok() == Some(1)
+    })
+    .await;
+    assert!(broker.dead_letters().await.is_empty());
+    w.stop().await;
+    broker.cleanup().await;
+}
