@@ -66,6 +66,7 @@ async fn poison_of_every_class_is_dead_lettered_and_never_holds_the_queue() {
             serde_json::to_vec(&json!({"id": "p2", "direction": "inbound", "body": "b", "conversationKey": big}))
                 .unwrap(),
         ),
+        ("field_too_long", serde_json::to_vec(&json!({"id": big, "direction": "inbound", "body": "b"})).unwrap()),
         ("malformed_payload", br#"{"id": "p3", "direction": "sideways", "body": "b"}"#.to_vec()),
         (
             "malformed_payload",
@@ -84,7 +85,7 @@ async fn poison_of_every_class_is_dead_lettered_and_never_holds_the_queue() {
     broker.publish_many(batch).await; // all in one batch: the fallback must isolate the poison
 
     wait_until(20, "every good message stored", || async {
-        count(&db.pool, "SELECT count(*) FROM messages WHERE idempotency_key LIKE 'webhook:shop:good-%'").await == 6
+        count(&db.pool, "SELECT count(*) FROM messages WHERE idempotency_key LIKE 'webhook:shop:good-%'").await == 7
     })
     .await;
     wait_until(20, "every poison dead-lettered", || async { broker.dead_letters().await.len() == poison.len() }).await;
