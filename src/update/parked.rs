@@ -47,13 +47,19 @@ pub(super) async fn unpark(conn: &mut PgConnection, messages: &[(&str, &str, Uui
     if messages.is_empty() {
         return Ok(());
     }
+    // A delivery status waits for an outbound message only (an inbound one reusing the key is
+    // not what it is about).
     let rows: Vec<(i64, String, String, serde_json::Value)> = sqlx::query_as(
-        "DELETE FROM parked_updates p USING unnest($1::text[], $2::text[]) AS k(project, key)
+        "DELETE FROM parked_updates p
+          USING unnest($1::text[], $2::text[], $3::uuid[]) AS k(project, key, message)
+                JOIN messages m ON m.id = k.message
           WHERE p.project_id = k.project AND p.idempotency_key = k.key
+            AND (p.action->>'kind' <> 'status' OR m.direction = 'outbound')
          RETURNING p.id, p.project_id, p.idempotency_key, p.action",
     )
     .bind(messages.iter().map(|m| m.0).collect::<Vec<_>>())
     .bind(messages.iter().map(|m| m.1).collect::<Vec<_>>())
+    .bind(messages.iter().map(|m| m.2).collect::<Vec<_>>())
     .fetch_all(&mut *conn)
     .await?;
     let mut rows = rows;
@@ -109,6 +115,7 @@ pub async fn sweep_parked(pool: &PgPool, max_age: Duration) -> Result<SweepRepor
         "SELECT p.id, p.project_id, m.id, m.conversation_id FROM parked_updates p
            JOIN messages m ON m.project_id = p.project_id AND m.idempotency_key = p.idempotency_key
           WHERE p.parked_at > now() - interval '1 hour'
+            AND (p.action->>'kind' <> 'status' OR m.direction = 'outbound')
           ORDER BY p.id LIMIT 500",
     )
     .fetch_all(pool)
