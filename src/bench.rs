@@ -714,7 +714,8 @@ impl Bench {
         let (run, bodies) = self.payloads(count);
         sqlx::query(&format!(
             "CREATE FUNCTION bench_notify() RETURNS trigger LANGUAGE plpgsql AS $$
-             BEGIN PERFORM pg_notify('{NOTIFY_CHANNEL}', NEW.idempotency_key); RETURN NULL; END $$"
+             BEGIN PERFORM pg_notify('{NOTIFY_CHANNEL}', regexp_replace(NEW.idempotency_key, '^webhook:[^:]*:', ''));
+             RETURN NULL; END $$"
         ))
         .execute(&self.pool)
         .await?;
@@ -979,7 +980,7 @@ fn payload(run: usize, i: usize, conversations: usize, entry_points: usize) -> V
         }
         text.push_str(WORDS[(seed % WORDS.len() as u64) as usize]);
     }
-    let occurred = chrono::DateTime::<chrono::Utc>::from_timestamp(1_800_000_000 + (run * 1_000_000 + i) as i64, 0)
+    let occurred = chrono::DateTime::<chrono::Utc>::from_timestamp(1_700_000_000 + (run * 1_000_000 + i) as i64, 0)
         .expect("valid time")
         .to_rfc3339();
     let sender = if outbound {
