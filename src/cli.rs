@@ -54,6 +54,10 @@ pub enum Command {
     /// Serve only the webhook gateway: `POST /hooks/{adapterKey}/{externalChannelId}` verifies
     /// the provider's signature and publishes the body to RabbitMQ. Safe to expose publicly.
     Gateway(GatewayCommandArgs),
+    /// Receive mail over SMTP or LMTP (`--lmtp`) from an MTA: recipients are checked against
+    /// the email entry points, and a mail is answered `250` only once RabbitMQ confirmed it
+    /// (`451` otherwise, so the MTA retries).
+    Smtpd(SmtpdCommandArgs),
     /// Publish files as messages (with publisher confirms), for integrators and tests.
     Publish(PublishArgs),
     /// Inspect, replay and purge dead-lettered messages.
@@ -93,6 +97,14 @@ pub struct GatewayCommandArgs {
     pub amqp: AmqpArgs,
     #[command(flatten)]
     pub gateway: GatewayArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct SmtpdCommandArgs {
+    #[command(flatten)]
+    pub amqp: AmqpArgs,
+    #[command(flatten)]
+    pub smtpd: crate::smtpd::SmtpdArgs,
 }
 
 #[derive(Debug, Args)]
@@ -298,6 +310,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let router = gateway_router(pool, publisher, &args.amqp, &args.gateway).merge(http::health_router());
             http::serve_router(bind(args.gateway.gateway_addr).await?, router, shutdown_signal()).await
         }
+        Command::Smtpd(args) => run_smtpd(db, args).await,
         Command::Parked(ParkedCommand::List { json, limit }) => {
             let pool = store::connect_and_migrate(&db.database_url, 2).await?;
             let parked = crate::update::list_parked(&pool, limit).await?;
@@ -532,4 +545,26 @@ pub async fn shutdown_signal() {
     #[cfg(not(unix))]
     let _ = ctrl_c.await;
     tracing::info!("shutdown requested");
+}
+
+async fn run_smtpd(db: &DatabaseArgs, args: SmtpdCommandArgs) -> anyhow::Result<()> {
+    use crate::smtpd;
+    let tls = match (&args.smtpd.tls_cert, &args.smtpd.tls_key) {
+        (Some(cert), Some(key)) => Some(smtpd::tls::acceptor(cert, key)?),
+        _ => None,
+    };
+    smtpd::check_bind(args.smtpd.addr, tls.is_some(), args.smtpd.allow_plaintext)?;
+    let pool = store::connect_and_migrate(&db.database_url, db.db_max_connections).await?;
+    let publisher = Arc::new(LazyPublisher::new(&args.amqp.amqp_url).declaring(Topology::from(&args.amqp)));
+    let state = Arc::new(smtpd::SmtpdState {
+        pool,
+        publisher,
+        exchange: args.amqp.exchange.clone(),
+        settings: smtpd::SmtpdSettings::from(&args.smtpd),
+        tls,
+    });
+    let listener = bind(args.smtpd.addr).await?;
+    let protocol = if args.smtpd.lmtp { "LMTP" } else { "SMTP" };
+    tracing::info!(addr = %args.smtpd.addr, protocol, starttls = state.tls.is_some(), "receiving mail");
+    smtpd::serve(listener, state, shutdown_signal()).await
 }

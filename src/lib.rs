@@ -9,6 +9,7 @@ pub mod gateway;
 pub mod http;
 pub mod metrics;
 pub mod smtp;
+pub mod smtpd;
 pub mod store;
 pub mod update;
 

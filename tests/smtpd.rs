@@ -1,0 +1,332 @@
+//! `intake smtpd` against real RabbitMQ and PostgreSQL, driven by real clients: Python's
+//! `smtplib` for SMTP (and STARTTLS), a line client for LMTP. A mail ends as a stored message
+//! through the real worker; it is answered `250` only after the broker confirmed it.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use intake::adapters::{AdapterRegistry, ChannelType};
+use intake::amqp::publish::LazyPublisher;
+use intake::smtpd::{self, SmtpdSettings, SmtpdState};
+use serde_json::{json, Value};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+
+const DEAD_AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:1/%2f";
+
+fn settings(lmtp: bool) -> SmtpdSettings {
+    SmtpdSettings {
+        hostname: "mx.test".into(),
+        lmtp,
+        max_message_bytes: 64 * 1024,
+        max_recipients: 10,
+        max_sessions: 20,
+        command_timeout: Duration::from_secs(20),
+        data_timeout: Duration::from_secs(20),
+        publish_timeout: Duration::from_secs(10),
+        max_errors: 10,
+    }
+}
+
+/// A listener on a free loopback port publishing through `amqp_url` to `broker`'s exchange.
+async fn spawn_smtpd(
+    db: &TestDb,
+    broker: &TestBroker,
+    amqp_url: &str,
+    settings: SmtpdSettings,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+) -> SocketAddr {
+    let publisher = Arc::new(LazyPublisher::new(amqp_url).declaring(broker.topology.clone()));
+    let state = Arc::new(SmtpdState {
+        pool: db.pool.clone(),
+        publisher,
+        exchange: broker.topology.exchange.clone(),
+        settings,
+        tls,
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(smtpd::serve(listener, state, std::future::pending()));
+    addr
+}
+
+async fn mailboxes(db: &TestDb, addresses: &[&str]) {
+    for address in addresses {
+        db.project_with_entry_point("acme", ChannelType::Email, "email", address).await;
+    }
+}
+
+fn mail(message_id: &str, to: &str, body: &str) -> String {
+    format!(
+        "From: Ada Customer <ada@example.org>\r\nTo: {to}\r\nSubject: Order 7\r\nDate: Wed, 02 Dec 2026 10:00:00 +0000\r\n\
+         Message-ID: <{message_id}@example.org>\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n{body}\r\n"
+    )
+}
+
+/// Python's smtplib, step by step; prints the reply code of each step as JSON.
+const SMTPLIB_CLIENT: &str = r#"
+import json, smtplib, ssl, sys
+a = json.loads(sys.argv[1])
+out = {}
+s = smtplib.SMTP(a["host"], a["port"], timeout=30)
+s.ehlo("client.example.org")
+out["features"] = s.esmtp_features
+if a.get("cafile"):
+    out["starttls"] = s.starttls(context=ssl.create_default_context(cafile=a["cafile"]))[0]
+    s.ehlo("client.example.org")
+    out["features_after_tls"] = s.esmtp_features
+code, _ = s.mail(a["from"], [f"SIZE={a['size']}"] if a.get("size") else [])
+out["mail"] = code
+out["rcpt"] = [s.rcpt(r)[0] for r in a["rcpts"]] if code == 250 else []
+if 250 in out["rcpt"]:
+    try:
+        code, msg = s.data(a["data"].encode())
+    except smtplib.SMTPDataError as e:
+        code, msg = e.smtp_code, e.smtp_error
+    out["data"] = code
+    out["data_reply"] = msg.decode(errors="replace")
+try:
+    s.quit()
+except Exception:
+    pass
+print(json.dumps(out))
+"#;
+
+async fn smtplib(args: Value) -> Value {
+    let output = tokio::process::Command::new("python3")
+        .args(["-c", SMTPLIB_CLIENT, &args.to_string()])
+        .output()
+        .await
+        .expect("python3");
+    assert!(output.status.success(), "smtplib client failed: {}", String::from_utf8_lossy(&output.stderr));
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
+fn send(addr: SocketAddr, rcpts: &[&str], data: &str) -> Value {
+    json!({"host": "127.0.0.1", "port": addr.port(), "from": "ada@example.org", "rcpts": rcpts, "data": data})
+}
+
+async fn stored_messages(db: &TestDb) -> i64 {
+    count(&db.pool, "SELECT count(*) FROM messages").await
+}
+
+async fn email_queue_depth(broker: &TestBroker) -> u32 {
+    broker.depth(&broker.topology.queue(ChannelType::Email)).await
+}
+
+#[tokio::test]
+async fn smtplib_mail_is_stored_and_answered_after_the_confirm() {
+    let (db, broker) = (TestDb::new().await, TestBroker::new().await);
+    mailboxes(&db, &["support@example.com"]).await;
+    let worker = start_worker_with(&db.url, &broker, AdapterRegistry::with_defaults(), |_| {}).await;
+    let addr = spawn_smtpd(&db, &broker, AMQP_URL, settings(false), None).await;
+
+    // Case folding and a plus tag, as the email adapter does.
+    let out =
+        smtplib(send(addr, &["Support+Order7@Example.COM"], &mail("m1", "support@example.com", "Where is it?"))).await;
+    assert_eq!(out["features"]["size"], "65536", "{out}");
+    assert!(out["features"].get("pipelining").is_some() && out["features"].get("starttls").is_none(), "{out}");
+    assert_eq!(
+        (out["mail"].as_i64(), out["rcpt"].clone(), out["data"].as_i64()),
+        (Some(250), json!([250]), Some(250)),
+        "{out}"
+    );
+
+    wait_until(20, "the mail stored", || async { stored_messages(&db).await == 1 }).await;
+    let (body, metadata): (String, Value) =
+        sqlx::query_as("SELECT body, metadata FROM messages").fetch_one(&db.pool).await.unwrap();
+    assert!(body.contains("Where is it?"), "{body}");
+    assert_eq!(metadata["messageId"], "m1@example.org", "{metadata}");
+    worker.stop().await;
+    broker.cleanup().await;
+}
+
+#[tokio::test]
+async fn unknown_recipients_get_550_and_over_size_mail_gets_552() {
+    let (db, broker) = (TestDb::new().await, TestBroker::new().await);
+    mailboxes(&db, &["support@example.com"]).await;
+    let addr = spawn_smtpd(&db, &broker, AMQP_URL, settings(false), None).await;
+
+    let out = smtplib(send(addr, &["nobody@example.com"], &mail("u1", "nobody@example.com", "hi"))).await;
+    assert_eq!(out["rcpt"], json!([550]), "{out}");
+    assert!(out.get("data").is_none(), "{out}");
+
+    // Declared too large: refused at MAIL FROM.
+    let mut declared = send(addr, &["support@example.com"], &mail("s1", "support@example.com", "hi"));
+    declared["size"] = json!(1_000_000);
+    let out = smtplib(declared).await;
+    assert_eq!(out["mail"], 552, "{out}");
+
+    // Undeclared and too large: read to the end, then refused.
+    let big = mail("s2", "support@example.com", &vec!["x".repeat(76); 1500].join("\r\n"));
+    let out = smtplib(send(addr, &["support@example.com"], &big)).await;
+    assert_eq!(out["data"], 552, "{out}");
+    assert!(out["data_reply"].as_str().unwrap().starts_with("5.3.4"), "{out}");
+
+    // The session is still usable, and nothing was published.
+    let out = smtplib(send(addr, &["support@example.com"], &mail("ok", "support@example.com", "hi"))).await;
+    assert_eq!(out["data"], 250, "{out}");
+    assert_eq!(email_queue_depth(&broker).await, 1);
+    broker.cleanup().await;
+}
+
+#[tokio::test]
+async fn broker_unreachable_gets_451_and_the_retry_is_stored_once() {
+    let (db, broker) = (TestDb::new().await, TestBroker::new().await);
+    mailboxes(&db, &["support@example.com"]).await;
+    let worker = start_worker_with(&db.url, &broker, AdapterRegistry::with_defaults(), |_| {}).await;
+    let message = mail("retry1", "support@example.com", "Are you there?");
+
+    // RabbitMQ unreachable (a closed port): the MTA must keep the mail.
+    let down = spawn_smtpd(&db, &broker, DEAD_AMQP_URL, settings(false), None).await;
+    let out = smtplib(send(down, &["support@example.com"], &message)).await;
+    assert_eq!(out["rcpt"], json!([250]), "{out}");
+    assert_eq!(out["data"], 451, "{out}");
+    assert!(out["data_reply"].as_str().unwrap().starts_with("4.3.0"), "{out}");
+
+    // The MTA retries once the broker is back.
+    let up = spawn_smtpd(&db, &broker, AMQP_URL, settings(false), None).await;
+    let out = smtplib(send(up, &["support@example.com"], &message)).await;
+    assert_eq!(out["data"], 250, "{out}");
+    wait_until(20, "the retried mail stored", || async { stored_messages(&db).await == 1 }).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(stored_messages(&db).await, 1, "nothing twice");
+    worker.stop().await;
+    broker.cleanup().await;
+}
+
+/// A line client: one command, its (possibly multi-line) reply.
+struct LineClient {
+    reader: BufReader<tokio::net::tcp::OwnedReadHalf>,
+    writer: tokio::net::tcp::OwnedWriteHalf,
+}
+
+impl LineClient {
+    async fn connect(addr: SocketAddr) -> (Self, String) {
+        let (read, writer) = tokio::net::TcpStream::connect(addr).await.unwrap().into_split();
+        let mut client = LineClient { reader: BufReader::new(read), writer };
+        let greeting = client.reply().await;
+        (client, greeting)
+    }
+
+    async fn reply(&mut self) -> String {
+        let mut all = String::new();
+        loop {
+            let mut line = String::new();
+            if self.reader.read_line(&mut line).await.unwrap() == 0 {
+                return all;
+            }
+            all.push_str(&line);
+            if line.as_bytes().get(3) != Some(&b'-') {
+                return all;
+            }
+        }
+    }
+
+    async fn send(&mut self, command: &str) -> String {
+        self.writer.write_all(command.as_bytes()).await.unwrap();
+        self.writer.write_all(b"\r\n").await.unwrap();
+        self.reply().await
+    }
+}
+
+#[tokio::test]
+async fn lmtp_answers_per_recipient_and_publishes_once_per_mailbox() {
+    let (db, broker) = (TestDb::new().await, TestBroker::new().await);
+    // Two projects: within one project, copies of one mail (one Message-ID) are one message.
+    mailboxes(&db, &["support@example.com"]).await;
+    db.project_with_entry_point("globex", ChannelType::Email, "email", "sales@example.com").await;
+    let worker = start_worker_with(&db.url, &broker, AdapterRegistry::with_defaults(), |_| {}).await;
+    let addr = spawn_smtpd(&db, &broker, AMQP_URL, settings(true), None).await;
+
+    let (mut lmtp, greeting) = LineClient::connect(addr).await;
+    assert!(greeting.starts_with("220 mx.test LMTP"), "{greeting}");
+    assert!(lmtp.send("EHLO client").await.starts_with("500"), "LMTP takes LHLO");
+    assert!(lmtp.send("LHLO client").await.contains("250-SIZE 65536"));
+    assert!(lmtp.send("MAIL FROM:<ada@example.org>").await.starts_with("250"));
+    assert!(lmtp.send("RCPT TO:<support@example.com>").await.starts_with("250 2.1.5"));
+    assert!(lmtp.send("RCPT TO:<Support+x@example.com>").await.starts_with("250 2.1.5"));
+    assert!(lmtp.send("RCPT TO:<sales@example.com>").await.starts_with("250 2.1.5"));
+    assert!(lmtp.send("RCPT TO:<nobody@example.com>").await.starts_with("550 5.1.1"));
+    assert!(lmtp.send("DATA").await.starts_with("354"));
+    let data = mail("lmtp1", "support@example.com, sales@example.com", "..a dot-stuffed line");
+    lmtp.writer.write_all(data.replace("\r\n..a", "\r\n...a").as_bytes()).await.unwrap();
+    let first = lmtp.send(".").await;
+    let replies = [first, lmtp.reply().await, lmtp.reply().await];
+    for r in &replies {
+        assert!(r.starts_with("250 2.0.0"), "{replies:?}");
+    }
+    assert!(lmtp.send("QUIT").await.starts_with("221"));
+
+    wait_until(20, "one message per mailbox", || async { stored_messages(&db).await == 2 }).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(stored_messages(&db).await, 2);
+    let bodies: Vec<String> = sqlx::query_scalar("SELECT body FROM messages").fetch_all(&db.pool).await.unwrap();
+    assert!(bodies.iter().all(|b| b.contains("..a dot-stuffed line") && !b.contains("...a")), "{bodies:?}");
+    worker.stop().await;
+    broker.cleanup().await;
+}
+
+#[tokio::test]
+async fn starttls_with_a_configured_certificate() {
+    let (db, broker) = (TestDb::new().await, TestBroker::new().await);
+    mailboxes(&db, &["support@example.com"]).await;
+    let dir = std::env::temp_dir().join(format!("intake-smtpd-tls-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert, certified.cert.pem()).unwrap();
+    std::fs::write(&key, certified.signing_key.serialize_pem()).unwrap();
+    let acceptor = smtpd::tls::acceptor(&cert, &key).unwrap();
+    let addr = spawn_smtpd(&db, &broker, AMQP_URL, settings(false), Some(acceptor)).await;
+
+    let mut args = send(addr, &["support@example.com"], &mail("tls1", "support@example.com", "secret"));
+    args["host"] = json!("localhost");
+    args["cafile"] = json!(cert);
+    let out = smtplib(args).await;
+    assert!(out["features"].get("starttls").is_some(), "{out}");
+    assert_eq!(out["starttls"], 220, "{out}");
+    assert!(out["features_after_tls"].get("starttls").is_none(), "not offered twice: {out}");
+    assert_eq!(out["data"], 250, "{out}");
+    assert_eq!(email_queue_depth(&broker).await, 1);
+    std::fs::remove_dir_all(&dir).unwrap();
+    broker.cleanup().await;
+}
+
+#[test]
+fn a_non_loopback_address_needs_tls_or_an_explicit_allowance() {
+    let public: SocketAddr = "0.0.0.0:2525".parse().unwrap();
+    assert!(smtpd::check_bind(public, false, false).is_err());
+    assert!(smtpd::check_bind(public, true, false).is_ok());
+    assert!(smtpd::check_bind(public, false, true).is_ok());
+    assert!(smtpd::check_bind("127.0.0.1:2525".parse().unwrap(), false, false).is_ok());
+    assert!(smtpd::check_bind("[::1]:2525".parse().unwrap(), false, false).is_ok());
+}
+
+#[tokio::test]
+async fn sessions_are_limited_in_number_and_idle_time() {
+    let (db, broker) = (TestDb::new().await, TestBroker::new().await);
+    let mut limited = settings(false);
+    limited.max_sessions = 1;
+    limited.command_timeout = Duration::from_millis(500);
+    let addr = spawn_smtpd(&db, &broker, AMQP_URL, limited, None).await;
+
+    let (mut first, greeting) = LineClient::connect(addr).await;
+    assert!(greeting.starts_with("220"), "{greeting}");
+    let (_, refused) = LineClient::connect(addr).await;
+    assert!(refused.starts_with("421 4.3.2"), "{refused}");
+    // Silent past the command timeout: told so and disconnected; the slot is free again.
+    assert!(first.reply().await.starts_with("421 4.4.2"));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let (mut again, greeting) = LineClient::connect(addr).await;
+    assert!(greeting.starts_with("220"), "{greeting}");
+    // A line over the limit, spanning reads: one answer, and its rest is not read as commands.
+    let long = format!("NOOP {}", "x".repeat(100_000));
+    let answer = again.send(&long).await;
+    assert!(answer.starts_with("500 5.5.2"), "{answer}");
+    assert!(again.send("NOOP").await.starts_with("250"));
+    broker.cleanup().await;
+}
