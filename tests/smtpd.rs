@@ -39,6 +39,21 @@ async fn spawn_smtpd(
     settings: SmtpdSettings,
     tls: Option<tokio_rustls::TlsAcceptor>,
 ) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(serve_smtpd(listener, db, broker, amqp_url, settings, tls, std::future::pending()));
+    addr
+}
+
+fn serve_smtpd(
+    listener: tokio::net::TcpListener,
+    db: &TestDb,
+    broker: &TestBroker,
+    amqp_url: &str,
+    settings: SmtpdSettings,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> impl std::future::Future<Output = anyhow::Result<()>> + Send + 'static {
     let publisher = Arc::new(LazyPublisher::new(amqp_url).declaring(broker.topology.clone()));
     let state = Arc::new(SmtpdState {
         pool: db.pool.clone(),
@@ -47,10 +62,7 @@ async fn spawn_smtpd(
         settings,
         tls,
     });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(smtpd::serve(listener, state, std::future::pending()));
-    addr
+    smtpd::serve(listener, state, shutdown)
 }
 
 async fn mailboxes(db: &TestDb, addresses: &[&str]) {
@@ -328,5 +340,163 @@ async fn sessions_are_limited_in_number_and_idle_time() {
     let answer = again.send(&long).await;
     assert!(answer.starts_with("500 5.5.2"), "{answer}");
     assert!(again.send("NOOP").await.starts_with("250"));
+    broker.cleanup().await;
+}
+
+/// A real Postfix (Debian's package) with its own configuration, queue and ports in a temporary
+/// directory, relaying everything for example.com to intake over LMTP. Never touches the
+/// system's Postfix configuration or port 25; stopped and removed on drop.
+struct Postfix {
+    dir: std::path::PathBuf,
+    smtp_port: u16,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+impl Postfix {
+    fn available() -> bool {
+        std::path::Path::new("/usr/sbin/postfix").exists()
+    }
+
+    async fn start(lmtp_port: u16) -> Self {
+        let dir = std::env::temp_dir().join(format!("intake-postfix-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let smtp_port = free_port();
+        let d = dir.display();
+        std::fs::write(
+            dir.join("main.cf"),
+            format!(
+                "compatibility_level = 3.6\n\
+                 queue_directory = {d}/queue\n\
+                 data_directory = {d}/data\n\
+                 maillog_file = {d}/maillog\n\
+                 maillog_file_prefixes = {d}\n\
+                 myhostname = relay.test\n\
+                 inet_interfaces = 127.0.0.1\n\
+                 inet_protocols = ipv4\n\
+                 mydestination =\n\
+                 mynetworks = 127.0.0.0/8\n\
+                 relay_domains = example.com\n\
+                 smtpd_relay_restrictions = permit_mynetworks, reject\n\
+                 transport_maps = inline:{{ example.com=lmtp:inet:127.0.0.1:{lmtp_port} }}\n\
+                 lmtp_connection_cache_on_demand = no\n\
+                 queue_run_delay = 1s\n\
+                 minimal_backoff_time = 1s\n\
+                 maximal_backoff_time = 2s\n\
+                 smtputf8_enable = no\n\
+                 biff = no\n"
+            ),
+        )
+        .unwrap();
+        let services = [
+            format!("127.0.0.1:{smtp_port} inet n - n - - smtpd"),
+            "pickup unix n - n 60 1 pickup".into(),
+            "cleanup unix n - n - 0 cleanup".into(),
+            "qmgr unix n - n 300 1 qmgr".into(),
+            "rewrite unix - - n - - trivial-rewrite".into(),
+            "bounce unix - - n - 0 bounce".into(),
+            "defer unix - - n - 0 bounce".into(),
+            "trace unix - - n - 0 bounce".into(),
+            "verify unix - - n - 1 verify".into(),
+            "flush unix n - n 1000? 0 flush".into(),
+            "proxymap unix - - n - - proxymap".into(),
+            "smtp unix - - n - - smtp".into(),
+            "relay unix - - n - - smtp".into(),
+            "showq unix n - n - - showq".into(),
+            "error unix - - n - - error".into(),
+            "retry unix - - n - - error".into(),
+            "discard unix - - n - - discard".into(),
+            "lmtp unix - - n - - lmtp".into(),
+            "anvil unix - - n - 1 anvil".into(),
+            "scache unix - - n - 1 scache".into(),
+            "postlog unix-dgram n - n - 1 postlogd".into(),
+        ];
+        std::fs::write(dir.join("master.cf"), services.join("\n") + "\n").unwrap();
+        // Postfix creates the queue's subdirectories itself; the data directory is its user's.
+        std::fs::create_dir_all(dir.join("queue")).unwrap();
+        std::fs::create_dir_all(dir.join("data")).unwrap();
+        let chown = std::process::Command::new("chown").arg("postfix").arg(dir.join("data")).status().unwrap();
+        assert!(chown.success());
+        let postfix = Postfix { dir, smtp_port };
+        let out = postfix.command("start");
+        assert!(
+            out.status.success(),
+            "postfix start: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        wait_until(30, "Postfix listening", || async move {
+            tokio::net::TcpStream::connect(("127.0.0.1", smtp_port)).await.is_ok()
+        })
+        .await;
+        postfix
+    }
+
+    fn command(&self, action: &str) -> std::process::Output {
+        std::process::Command::new("/usr/sbin/postfix").arg("-c").arg(&self.dir).arg(action).output().unwrap()
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("maillog")).unwrap_or_default()
+    }
+}
+
+impl Drop for Postfix {
+    fn drop(&mut self) {
+        let _ = self.command("stop");
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A mail given to Postfix reaches intake over LMTP; while RabbitMQ is unreachable intake
+/// answers 451, Postfix keeps the mail, and delivers it once intake can publish again.
+#[tokio::test]
+async fn postfix_relays_over_lmtp_and_keeps_the_mail_while_the_broker_is_down() {
+    if !Postfix::available() {
+        eprintln!("SKIPPED: Debian's postfix is not installed (apt-get install postfix)");
+        return;
+    }
+    let (db, broker) = (TestDb::new().await, TestBroker::new().await);
+    mailboxes(&db, &["support@example.com"]).await;
+    let worker = start_worker_with(&db.url, &broker, AdapterRegistry::with_defaults(), |_| {}).await;
+
+    // intake's LMTP port, first with RabbitMQ unreachable.
+    let lmtp_port = free_port();
+    let down = tokio_util::sync::CancellationToken::new();
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", lmtp_port)).await.unwrap();
+    let stopped = down.clone().cancelled_owned();
+    let dead = tokio::spawn(serve_smtpd(listener, &db, &broker, DEAD_AMQP_URL, settings(true), None, stopped));
+    let postfix = Postfix::start(lmtp_port).await;
+
+    let mut args = send(
+        "127.0.0.1:0".parse().unwrap(),
+        &["support@example.com"],
+        &mail("pf1", "support@example.com", "via Postfix"),
+    );
+    args["port"] = json!(postfix.smtp_port);
+    let out = smtplib(args).await;
+    assert_eq!(out["data"], 250, "Postfix queued it: {out}");
+    wait_until(30, "Postfix told to retry", || async { postfix.log().contains("4.3.0") }).await;
+    assert_eq!(stored_messages(&db).await, 0);
+
+    // The broker is back: Postfix's next attempt succeeds, and the mail is stored once.
+    down.cancel();
+    dead.await.unwrap().unwrap();
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", lmtp_port)).await.unwrap();
+    tokio::spawn(serve_smtpd(listener, &db, &broker, AMQP_URL, settings(true), None, std::future::pending()));
+    let delivered = async {
+        wait_until(60, "the mail stored", || async { stored_messages(&db).await == 1 }).await;
+    };
+    if tokio::time::timeout(Duration::from_secs(61), delivered).await.is_err() {
+        panic!("not delivered; Postfix log:\n{}", postfix.log());
+    }
+    wait_until(10, "Postfix logged the delivery", || async { postfix.log().contains("status=sent") }).await;
+    let log = postfix.log();
+    assert!(log.contains("relay=127.0.0.1[127.0.0.1]:") && log.contains("250 2.0.0 queued as"), "{log}");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(stored_messages(&db).await, 1, "nothing twice");
+    worker.stop().await;
     broker.cleanup().await;
 }
