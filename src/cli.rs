@@ -89,6 +89,8 @@ pub struct ServeArgs {
     pub smtp: SmtpArgs,
     #[command(flatten)]
     pub gateway: GatewayArgs,
+    #[command(flatten)]
+    pub inbound_mail: crate::inbound_parse::InboundMailArgs,
 }
 
 #[derive(Debug, Args)]
@@ -97,6 +99,8 @@ pub struct GatewayCommandArgs {
     pub amqp: AmqpArgs,
     #[command(flatten)]
     pub gateway: GatewayArgs,
+    #[command(flatten)]
+    pub inbound_mail: crate::inbound_parse::InboundMailArgs,
 }
 
 #[derive(Debug, Args)]
@@ -158,6 +162,8 @@ pub struct WorkerArgs {
 
     #[command(flatten)]
     pub gateway: GatewayArgs,
+    #[command(flatten)]
+    pub inbound_mail: crate::inbound_parse::InboundMailArgs,
 }
 
 fn parse_channel_type(s: &str) -> Result<ChannelType, String> {
@@ -301,13 +307,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve(args) => {
             let pool = store::connect_and_migrate(&db.database_url, db.db_max_connections).await?;
             register_tokens(&pool, &args.http).await?;
-            let router = api_router(pool, &args.http, &args.amqp, &args.smtp, &args.gateway);
+            let router = api_router(pool, &args.http, &args.amqp, &args.smtp, &args.gateway, &args.inbound_mail);
             http::serve_router(bind(args.http.http_addr).await?, router, shutdown_signal()).await
         }
         Command::Gateway(args) => {
             let pool = store::connect_and_migrate(&db.database_url, db.db_max_connections).await?;
             let publisher = Arc::new(LazyPublisher::new(&args.amqp.amqp_url).declaring(Topology::from(&args.amqp)));
-            let router = gateway_router(pool, publisher, &args.amqp, &args.gateway).merge(http::health_router());
+            let router = gateway_router(pool, publisher, &args.amqp, &args.gateway, &args.inbound_mail)
+                .merge(http::health_router());
             http::serve_router(bind(args.gateway.gateway_addr).await?, router, shutdown_signal()).await
         }
         Command::Smtpd(args) => run_smtpd(db, args).await,
@@ -355,7 +362,7 @@ async fn run_worker(db: &DatabaseArgs, args: WorkerArgs) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     let api = if args.with_api {
         register_tokens(&pool, &args.http).await?;
-        let router = api_router(pool.clone(), &args.http, &args.amqp, &args.smtp, &args.gateway);
+        let router = api_router(pool.clone(), &args.http, &args.amqp, &args.smtp, &args.gateway, &args.inbound_mail);
         let listener = bind(args.http.http_addr).await?;
         let stop = shutdown.clone();
         Some(tokio::spawn(http::serve_router(listener, router, async move { stop.cancelled().await })))
@@ -496,6 +503,7 @@ fn api_router(
     amqp: &AmqpArgs,
     smtp: &SmtpArgs,
     gateway: &GatewayArgs,
+    inbound_mail: &crate::inbound_parse::InboundMailArgs,
 ) -> axum::Router {
     let publisher = Arc::new(LazyPublisher::new(&amqp.amqp_url).declaring(Topology::from(amqp)));
     let outbound_email = smtp
@@ -503,7 +511,7 @@ fn api_router(
         .as_ref()
         .map(|_| Arc::new(OutboundQueue { exchange: amqp.exchange.clone(), publisher: publisher.clone() }));
     let state = http::AppState { pool: pool.clone(), body_limit: http.http_body_limit, outbound_email };
-    http::router(state).merge(gateway_router(pool, publisher, amqp, gateway))
+    http::router(state).merge(gateway_router(pool, publisher, amqp, gateway, inbound_mail))
 }
 
 fn gateway_router(
@@ -511,7 +519,17 @@ fn gateway_router(
     publisher: Arc<LazyPublisher>,
     amqp: &AmqpArgs,
     args: &GatewayArgs,
+    inbound_mail: &crate::inbound_parse::InboundMailArgs,
 ) -> axum::Router {
+    // Inbound-parse webhooks of the mail providers, beside the gateway's own routes.
+    let inbound = crate::inbound_parse::router(crate::inbound_parse::InboundMailState {
+        pool: pool.clone(),
+        publisher: publisher.clone(),
+        exchange: amqp.exchange.clone(),
+        credentials: inbound_mail.clone(),
+        public_url: args.public_url.clone().filter(|u| !u.trim().is_empty()),
+        tolerance_secs: args.signature_tolerance.as_secs() as i64,
+    });
     crate::gateway::router(crate::gateway::GatewayState {
         pool,
         publisher,
@@ -521,6 +539,7 @@ fn gateway_router(
         tolerance_secs: args.signature_tolerance.as_secs() as i64,
         body_limit: args.gateway_body_limit,
     })
+    .merge(inbound)
 }
 
 pub(crate) async fn register_tokens(pool: &sqlx::PgPool, args: &HttpArgs) -> anyhow::Result<()> {
