@@ -500,3 +500,50 @@ async fn postfix_relays_over_lmtp_and_keeps_the_mail_while_the_broker_is_down() 
     worker.stop().await;
     broker.cleanup().await;
 }
+
+/// The real `intake smtpd` process, configured from the environment like a deployment.
+#[tokio::test]
+async fn the_intake_smtpd_command_receives_mail_and_refuses_plaintext_on_a_public_address() {
+    let (db, broker) = (TestDb::new().await, TestBroker::new().await);
+    mailboxes(&db, &["support@example.com"]).await;
+    let worker = start_worker_with(&db.url, &broker, AdapterRegistry::with_defaults(), |_| {}).await;
+    let command = |addr: String| {
+        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_intake"));
+        command
+            .arg("smtpd")
+            .env("DATABASE_URL", &db.url)
+            .env("AMQP_URL", AMQP_URL)
+            .env("INTAKE_EXCHANGE", &broker.topology.exchange)
+            .env("INTAKE_QUEUE_PREFIX", &broker.topology.queue_prefix)
+            .env("INTAKE_DEAD_QUEUE", &broker.topology.dead_queue)
+            .env("INTAKE_RETRY_DELAYS", "200ms,400ms")
+            .env("INTAKE_SMTPD_ADDR", addr)
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .kill_on_drop(true);
+        command
+    };
+
+    let refused =
+        command(format!("0.0.0.0:{}", free_port())).stderr(std::process::Stdio::piped()).output().await.unwrap();
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("without TLS"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+
+    let port = free_port();
+    let _smtpd = command(format!("127.0.0.1:{port}")).stderr(std::process::Stdio::inherit()).spawn().unwrap();
+    wait_until(30, "intake smtpd listening", || async move {
+        tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok()
+    })
+    .await;
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let out =
+        smtplib(send(addr, &["support@example.com"], &mail("proc1", "support@example.com", "from the process"))).await;
+    assert_eq!(out["data"], 250, "{out}");
+    wait_until(20, "the mail stored", || async { stored_messages(&db).await == 1 }).await;
+    worker.stop().await;
+    broker.cleanup().await;
+}
