@@ -199,6 +199,24 @@ async fn broker_unreachable_gets_451_and_the_retry_is_stored_once() {
     assert_eq!(out["data"], 451, "{out}");
     assert!(out["data_reply"].as_str().unwrap().starts_with("4.3.0"), "{out}");
 
+    // A broker that takes the connection and never answers: no confirm within the publish
+    // timeout is a 451 too.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let silent_url = format!("amqp://guest:guest@{}/%2f", silent.local_addr().unwrap());
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = silent.accept().await {
+            held.push(socket);
+        }
+    });
+    let mut impatient = settings(false);
+    impatient.publish_timeout = Duration::from_secs(1);
+    let hung = spawn_smtpd(&db, &broker, &silent_url, impatient, None).await;
+    let started = std::time::Instant::now();
+    let out = smtplib(send(hung, &["support@example.com"], &message)).await;
+    assert_eq!(out["data"], 451, "{out}");
+    assert!(started.elapsed() < Duration::from_secs(5), "answered within the publish timeout");
+
     // The MTA retries once the broker is back.
     let up = spawn_smtpd(&db, &broker, AMQP_URL, settings(false), None).await;
     let out = smtplib(send(up, &["support@example.com"], &message)).await;
