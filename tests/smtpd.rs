@@ -178,6 +178,21 @@ async fn unknown_recipients_get_550_and_over_size_mail_gets_552() {
     assert_eq!(out["data"], 552, "{out}");
     assert!(out["data_reply"].as_str().unwrap().starts_with("5.3.4"), "{out}");
 
+    // Just over the limit, ending in the same read that crossed it.
+    let mut small = settings(false);
+    small.max_message_bytes = 2000;
+    let tight = spawn_smtpd(&db, &broker, AMQP_URL, small, None).await;
+    let (mut client, _) = LineClient::connect(tight).await;
+    client.send("EHLO client").await;
+    client.send("MAIL FROM:<ada@example.org>").await;
+    assert!(client.send("RCPT TO:<support@example.com>").await.starts_with("250"));
+    assert!(client.send("DATA").await.starts_with("354"));
+    let head = mail("s3", "support@example.com", "").len();
+    let just_over = mail("s3", "support@example.com", &"y".repeat(2010 - head));
+    assert!(just_over.len() > 2000 && just_over.len() < 2100);
+    let answer = client.send(&format!("{just_over}.")).await;
+    assert!(answer.starts_with("552 5.3.4"), "{answer}");
+
     // The session is still usable, and nothing was published.
     let out = smtplib(send(addr, &["support@example.com"], &mail("ok", "support@example.com", "hi"))).await;
     assert_eq!(out["data"], 250, "{out}");

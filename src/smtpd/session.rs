@@ -130,7 +130,12 @@ impl<'a> Session<'a> {
                     }
                     Reading::Data(receiver) => {
                         let done = receiver.ingest(&mut bytes, &mut data);
-                        if done {
+                        if done && data.len() > settings.max_message_bytes {
+                            // Ended in the same read that took it over the limit.
+                            reading = Reading::Commands;
+                            data = Vec::new();
+                            self.refuse_too_large(&mut stream).await?;
+                        } else if done {
                             reading = Reading::Commands;
                             self.deliver(&data, &mut stream).await?;
                             data.clear();
@@ -152,18 +157,24 @@ impl<'a> Session<'a> {
                     Reading::Discarding(receiver) => {
                         if receiver.ingest(&mut bytes) {
                             reading = Reading::Commands;
-                            let limit = settings.max_message_bytes;
-                            tracing::info!(peer = %self.peer, limit, "mail over the size limit refused");
-                            let answer = format!("552 5.3.4 message exceeds the {limit}-byte limit");
-                            for _ in 0..self.reply_count() {
-                                reply(&mut stream, &answer).await?;
-                            }
-                            self.transaction = None;
+                            self.refuse_too_large(&mut stream).await?;
                         }
                     }
                 }
             }
         }
+    }
+
+    /// `552` for the whole transaction (LMTP: once per recipient); nothing was published.
+    async fn refuse_too_large<S: AsyncWrite + Unpin>(&mut self, stream: &mut S) -> std::io::Result<()> {
+        let limit = self.state.settings.max_message_bytes;
+        tracing::info!(peer = %self.peer, limit, "mail over the size limit refused");
+        let answer = format!("552 5.3.4 message exceeds the {limit}-byte limit");
+        for _ in 0..self.reply_count() {
+            reply(stream, &answer).await?;
+        }
+        self.transaction = None;
+        Ok(())
     }
 
     /// LMTP answers the data once per accepted recipient; SMTP once.
