@@ -3,8 +3,9 @@
 //! message (Postmark's rebuilt from its JSON when the raw one is not included) is published to
 //! `email.<adapterKey>` of the mailbox it was sent to, with that mailbox as the external channel
 //! id, and the provider hears 2xx only once RabbitMQ confirmed every copy (503 otherwise, and
-//! it retries). A mail for an address that is no email entry point is refused (404) before
-//! anything is published.
+//! it retries). A mail for an address that is no email entry point is refused before
+//! anything is published: 406 for Mailgun and 403 for Postmark (the answers after which they
+//! stop retrying), 404 for the others.
 
 mod form;
 pub mod mailgun;
@@ -144,6 +145,18 @@ async fn receive(
         Ok(published) => {
             count(&provider, "accepted");
             Ok(Json(json!({ "status": "accepted", "published": published })).into_response())
+        }
+        Err(e @ InboundError::UnknownMailbox(_)) => {
+            count(&provider, outcome_label(&e));
+            tracing::warn!(error = %e, "inbound mail for an unknown mailbox refused; nothing published");
+            // A mail no entry point takes will not be taken later either: answer with the status
+            // that makes the provider stop retrying where it has one.
+            let status = match provider.as_str() {
+                "mailgun" => StatusCode::NOT_ACCEPTABLE,
+                "postmark" => StatusCode::FORBIDDEN,
+                _ => StatusCode::NOT_FOUND,
+            };
+            Err(ApiError::new(status, "unknown_entry_point", e.to_string()))
         }
         Err(e) => {
             count(&provider, outcome_label(&e));
