@@ -18,6 +18,7 @@ use clap::Args;
 use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
 
 use crate::amqp::publish::LazyPublisher;
 use session::{Ending, Session};
@@ -127,18 +128,21 @@ pub fn check_bind(addr: SocketAddr, has_tls: bool, allow_plaintext: bool) -> Res
     }
 }
 
-/// Serve sessions until `shutdown` resolves; sessions in progress are not waited for (an MTA
-/// whose session is cut retries, and nothing unconfirmed was acknowledged).
+/// Serve sessions until `shutdown` resolves. Then no new session is accepted, sessions waiting
+/// for a command are told `421` and closed, and a mail being received or published is finished
+/// (for at most the data and publish timeouts) before this returns.
 pub async fn serve(
     listener: TcpListener,
     state: Arc<SmtpdState>,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    let sessions = Arc::new(tokio::sync::Semaphore::new(state.settings.max_sessions));
+    let max_sessions = state.settings.max_sessions;
+    let sessions = Arc::new(tokio::sync::Semaphore::new(max_sessions));
+    let closing = CancellationToken::new();
     tokio::pin!(shutdown);
     loop {
         let (mut socket, peer) = tokio::select! {
-            _ = &mut shutdown => return Ok(()),
+            _ = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
                 Ok(a) => a,
                 Err(e) => {
@@ -157,19 +161,31 @@ pub async fn serve(
             });
             continue;
         };
-        let state = state.clone();
+        let (state, closing) = (state.clone(), closing.clone());
         tokio::spawn(async move {
             let _permit = permit;
-            if let Err(e) = run_session(socket, peer, &state).await {
+            if let Err(e) = run_session(socket, peer, &state, closing).await {
                 tracing::debug!(%peer, error = %e, "session ended with an error");
             }
         });
     }
+    drop(listener);
+    closing.cancel();
+    let grace = state.settings.data_timeout + state.settings.publish_timeout;
+    if tokio::time::timeout(grace, sessions.acquire_many(max_sessions as u32)).await.is_err() {
+        tracing::warn!(?grace, "sessions still open after the shutdown grace period; closing them");
+    }
+    Ok(())
 }
 
-async fn run_session(socket: tokio::net::TcpStream, peer: SocketAddr, state: &SmtpdState) -> std::io::Result<()> {
+async fn run_session(
+    socket: tokio::net::TcpStream,
+    peer: SocketAddr,
+    state: &SmtpdState,
+    closing: CancellationToken,
+) -> std::io::Result<()> {
     let _ = socket.set_nodelay(true);
-    match Session::new(state, peer, false).run(socket, true).await? {
+    match Session::new(state, peer, false, closing.clone()).run(socket, true).await? {
         Ending::Closed => Ok(()),
         Ending::StartTls(socket) => {
             let Some(acceptor) = &state.tls else { return Ok(()) };
@@ -183,7 +199,7 @@ async fn run_session(socket: tokio::net::TcpStream, peer: SocketAddr, state: &Sm
                 Err(_) => return Ok(()),
             };
             // RFC 3207 §4.2: the client starts over with EHLO, no greeting.
-            Session::new(state, peer, true).run(tls_stream, false).await.map(|_| ())
+            Session::new(state, peer, true, closing).run(tls_stream, false).await.map(|_| ())
         }
     }
 }

@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use smtp_proto::request::receiver::{DataReceiver, DummyDataReceiver, RequestReceiver};
 use smtp_proto::{EhloResponse, Error as ProtoError, Request};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio_util::sync::CancellationToken;
 
 use super::delivery::{self, Envelope};
 use super::recipients::{self, LookupError, Mailbox};
@@ -32,6 +33,8 @@ pub struct Session<'a> {
     helo: Option<String>,
     transaction: Option<Transaction>,
     errors: u32,
+    /// The listener is shutting down: end the session at the next command boundary.
+    closing: CancellationToken,
 }
 
 enum Reading {
@@ -53,8 +56,8 @@ enum Next {
 }
 
 impl<'a> Session<'a> {
-    pub fn new(state: &'a SmtpdState, peer: SocketAddr, tls: bool) -> Self {
-        Session { state, peer, tls, helo: None, transaction: None, errors: 0 }
+    pub fn new(state: &'a SmtpdState, peer: SocketAddr, tls: bool, closing: CancellationToken) -> Self {
+        Session { state, peer, tls, helo: None, transaction: None, errors: 0, closing }
     }
 
     fn protocol(&self) -> &'static str {
@@ -85,7 +88,16 @@ impl<'a> Session<'a> {
                 Reading::Commands => settings.command_timeout,
                 _ => settings.data_timeout,
             };
-            let n = match tokio::time::timeout(timeout, stream.read(&mut chunk)).await {
+            let between_commands = matches!(reading, Reading::Commands);
+            let read = tokio::select! {
+                read = tokio::time::timeout(timeout, stream.read(&mut chunk)) => read,
+                _ = self.closing.cancelled(), if between_commands => {
+                    // Nothing of an unfinished transaction was acknowledged: the client retries.
+                    reply(&mut stream, "421 4.3.2 shutting down, try again later").await?;
+                    return Ok(Ending::Closed);
+                }
+            };
+            let n = match read {
                 Ok(Ok(0)) => return Ok(Ending::Closed),
                 Ok(Ok(n)) => n,
                 Ok(Err(e)) => return Err(e),
