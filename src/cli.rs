@@ -54,6 +54,10 @@ pub enum Command {
     /// Serve only the webhook gateway: `POST /hooks/{adapterKey}/{externalChannelId}` verifies
     /// the provider's signature and publishes the body to RabbitMQ. Safe to expose publicly.
     Gateway(GatewayCommandArgs),
+    /// Receive mail over SMTP or LMTP (`--lmtp`) from an MTA: recipients are checked against
+    /// the email entry points, and a mail is answered `250` only once RabbitMQ confirmed it
+    /// (`451` otherwise, so the MTA retries).
+    Smtpd(SmtpdCommandArgs),
     /// Publish files as messages (with publisher confirms), for integrators and tests.
     Publish(PublishArgs),
     /// Inspect, replay and purge dead-lettered messages.
@@ -85,6 +89,8 @@ pub struct ServeArgs {
     pub smtp: SmtpArgs,
     #[command(flatten)]
     pub gateway: GatewayArgs,
+    #[command(flatten)]
+    pub inbound_mail: crate::inbound_parse::InboundMailArgs,
 }
 
 #[derive(Debug, Args)]
@@ -93,6 +99,16 @@ pub struct GatewayCommandArgs {
     pub amqp: AmqpArgs,
     #[command(flatten)]
     pub gateway: GatewayArgs,
+    #[command(flatten)]
+    pub inbound_mail: crate::inbound_parse::InboundMailArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct SmtpdCommandArgs {
+    #[command(flatten)]
+    pub amqp: AmqpArgs,
+    #[command(flatten)]
+    pub smtpd: crate::smtpd::SmtpdArgs,
 }
 
 #[derive(Debug, Args)]
@@ -146,6 +162,8 @@ pub struct WorkerArgs {
 
     #[command(flatten)]
     pub gateway: GatewayArgs,
+    #[command(flatten)]
+    pub inbound_mail: crate::inbound_parse::InboundMailArgs,
 }
 
 fn parse_channel_type(s: &str) -> Result<ChannelType, String> {
@@ -289,15 +307,17 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve(args) => {
             let pool = store::connect_and_migrate(&db.database_url, db.db_max_connections).await?;
             register_tokens(&pool, &args.http).await?;
-            let router = api_router(pool, &args.http, &args.amqp, &args.smtp, &args.gateway);
+            let router = api_router(pool, &args.http, &args.amqp, &args.smtp, &args.gateway, &args.inbound_mail);
             http::serve_router(bind(args.http.http_addr).await?, router, shutdown_signal()).await
         }
         Command::Gateway(args) => {
             let pool = store::connect_and_migrate(&db.database_url, db.db_max_connections).await?;
             let publisher = Arc::new(LazyPublisher::new(&args.amqp.amqp_url).declaring(Topology::from(&args.amqp)));
-            let router = gateway_router(pool, publisher, &args.amqp, &args.gateway).merge(http::health_router());
+            let router = gateway_router(pool, publisher, &args.amqp, &args.gateway, &args.inbound_mail)
+                .merge(http::health_router());
             http::serve_router(bind(args.gateway.gateway_addr).await?, router, shutdown_signal()).await
         }
+        Command::Smtpd(args) => run_smtpd(db, args).await,
         Command::Parked(ParkedCommand::List { json, limit }) => {
             let pool = store::connect_and_migrate(&db.database_url, 2).await?;
             let parked = crate::update::list_parked(&pool, limit).await?;
@@ -342,7 +362,7 @@ async fn run_worker(db: &DatabaseArgs, args: WorkerArgs) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     let api = if args.with_api {
         register_tokens(&pool, &args.http).await?;
-        let router = api_router(pool.clone(), &args.http, &args.amqp, &args.smtp, &args.gateway);
+        let router = api_router(pool.clone(), &args.http, &args.amqp, &args.smtp, &args.gateway, &args.inbound_mail);
         let listener = bind(args.http.http_addr).await?;
         let stop = shutdown.clone();
         Some(tokio::spawn(http::serve_router(listener, router, async move { stop.cancelled().await })))
@@ -483,6 +503,7 @@ fn api_router(
     amqp: &AmqpArgs,
     smtp: &SmtpArgs,
     gateway: &GatewayArgs,
+    inbound_mail: &crate::inbound_parse::InboundMailArgs,
 ) -> axum::Router {
     let publisher = Arc::new(LazyPublisher::new(&amqp.amqp_url).declaring(Topology::from(amqp)));
     let outbound_email = smtp
@@ -490,7 +511,7 @@ fn api_router(
         .as_ref()
         .map(|_| Arc::new(OutboundQueue { exchange: amqp.exchange.clone(), publisher: publisher.clone() }));
     let state = http::AppState { pool: pool.clone(), body_limit: http.http_body_limit, outbound_email };
-    http::router(state).merge(gateway_router(pool, publisher, amqp, gateway))
+    http::router(state).merge(gateway_router(pool, publisher, amqp, gateway, inbound_mail))
 }
 
 fn gateway_router(
@@ -498,7 +519,17 @@ fn gateway_router(
     publisher: Arc<LazyPublisher>,
     amqp: &AmqpArgs,
     args: &GatewayArgs,
+    inbound_mail: &crate::inbound_parse::InboundMailArgs,
 ) -> axum::Router {
+    // Inbound-parse webhooks of the mail providers, beside the gateway's own routes.
+    let inbound = crate::inbound_parse::router(crate::inbound_parse::InboundMailState {
+        pool: pool.clone(),
+        publisher: publisher.clone(),
+        exchange: amqp.exchange.clone(),
+        credentials: inbound_mail.clone(),
+        public_url: args.public_url.clone().filter(|u| !u.trim().is_empty()),
+        tolerance_secs: args.signature_tolerance.as_secs() as i64,
+    });
     crate::gateway::router(crate::gateway::GatewayState {
         pool,
         publisher,
@@ -508,6 +539,7 @@ fn gateway_router(
         tolerance_secs: args.signature_tolerance.as_secs() as i64,
         body_limit: args.gateway_body_limit,
     })
+    .merge(inbound)
 }
 
 pub(crate) async fn register_tokens(pool: &sqlx::PgPool, args: &HttpArgs) -> anyhow::Result<()> {
@@ -532,4 +564,26 @@ pub async fn shutdown_signal() {
     #[cfg(not(unix))]
     let _ = ctrl_c.await;
     tracing::info!("shutdown requested");
+}
+
+async fn run_smtpd(db: &DatabaseArgs, args: SmtpdCommandArgs) -> anyhow::Result<()> {
+    use crate::smtpd;
+    let tls = match (&args.smtpd.tls_cert, &args.smtpd.tls_key) {
+        (Some(cert), Some(key)) => Some(smtpd::tls::acceptor(cert, key)?),
+        _ => None,
+    };
+    smtpd::check_bind(args.smtpd.addr, tls.is_some(), args.smtpd.allow_plaintext)?;
+    let pool = store::connect_and_migrate(&db.database_url, db.db_max_connections).await?;
+    let publisher = Arc::new(LazyPublisher::new(&args.amqp.amqp_url).declaring(Topology::from(&args.amqp)));
+    let state = Arc::new(smtpd::SmtpdState {
+        pool,
+        publisher,
+        exchange: args.amqp.exchange.clone(),
+        settings: smtpd::SmtpdSettings::from(&args.smtpd),
+        tls,
+    });
+    let listener = bind(args.smtpd.addr).await?;
+    let protocol = if args.smtpd.lmtp { "LMTP" } else { "SMTP" };
+    tracing::info!(addr = %args.smtpd.addr, protocol, starttls = state.tls.is_some(), "receiving mail");
+    smtpd::serve(listener, state, shutdown_signal()).await
 }

@@ -7,8 +7,10 @@ pub mod cli;
 pub mod config;
 pub mod gateway;
 pub mod http;
+pub mod inbound_parse;
 pub mod metrics;
 pub mod smtp;
+pub mod smtpd;
 pub mod store;
 pub mod update;
 
