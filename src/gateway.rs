@@ -247,7 +247,8 @@ async fn receive(
 
     // Signature first: nothing about the body is looked at before it verifies.
     let scheme = SignatureScheme::for_adapter(&adapter_key);
-    let request = SignedRequest { headers: &headers, body: &body, url: public_url(&state, &headers, &uri) };
+    let request =
+        SignedRequest { headers: &headers, body: &body, url: public_url(state.public_url.as_deref(), &headers, &uri) };
     let now = chrono::Utc::now().timestamp();
     let mut last_error = SignatureError::Mismatch;
     let mut verified = None;
@@ -346,10 +347,11 @@ fn forwarded_headers(headers: &HeaderMap) -> Vec<(&'static str, String)> {
         .collect()
 }
 
-/// The URL the provider called, as it signed it.
-fn public_url(state: &GatewayState, headers: &HeaderMap, uri: &Uri) -> String {
+/// The URL the provider called, as it signed it: the configured public base URL, else rebuilt
+/// from `Host` and `X-Forwarded-Proto`.
+pub(crate) fn public_url(base_url: Option<&str>, headers: &HeaderMap, uri: &Uri) -> String {
     let path_and_query = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
-    match &state.public_url {
+    match base_url {
         Some(base) => format!("{}{path_and_query}", base.trim_end_matches('/')),
         None => {
             let host = headers.get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or("localhost");

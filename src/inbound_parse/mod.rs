@@ -221,7 +221,7 @@ async fn authenticate_and_extract(
             }
             let form = Form::read(headers, body).await?;
             let signature = headers.get(mandrill::SIGNATURE_HEADER).and_then(|v| v.to_str().ok()).unwrap_or_default();
-            let url = public_url(state, headers, uri);
+            let url = crate::gateway::public_url(state.public_url.as_deref(), headers, uri);
             mandrill::verify(&form, &credentials.mandrill_webhook_keys, &url, signature)?;
             mandrill::mails(&form)
         }
@@ -241,19 +241,6 @@ fn check_basic_auth(headers: &HeaderMap, expected: &str) -> Result<(), InboundEr
         Ok(())
     } else {
         Err(InboundError::Unauthorized("basic auth credentials do not match".into()))
-    }
-}
-
-/// The URL the provider called, as it signed it.
-fn public_url(state: &InboundMailState, headers: &HeaderMap, uri: &Uri) -> String {
-    let path_and_query = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
-    match &state.public_url {
-        Some(base) => format!("{}{path_and_query}", base.trim_end_matches('/')),
-        None => {
-            let host = headers.get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or("localhost");
-            let scheme = headers.get("x-forwarded-proto").and_then(|v| v.to_str().ok()).unwrap_or("http");
-            format!("{scheme}://{host}{path_and_query}")
-        }
     }
 }
 
