@@ -258,13 +258,17 @@ struct PatchConversationBody {
     team_id: Option<Option<String>>,
     #[serde(default, deserialize_with = "double_option")]
     closed_at: Option<Option<DateTime<Utc>>>,
-    record_metadata: Option<serde_json::Map<String, serde_json::Value>>,
+    /// null clears it (to `{}`), as null clears every other attribute.
+    #[serde(default, deserialize_with = "double_option")]
+    record_metadata: Option<Option<serde_json::Map<String, serde_json::Value>>>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct MetadataInput {
-    tags: Option<Vec<String>>,
+    /// null clears the tags (to `[]`).
+    #[serde(default, deserialize_with = "double_option")]
+    tags: Option<Option<Vec<String>>>,
     #[serde(default, deserialize_with = "double_option")]
     assigned_to_user_id: Option<Option<String>>,
     #[serde(default, deserialize_with = "double_option")]
@@ -296,7 +300,7 @@ struct MessageInput {
     subject: Option<String>,
     body: String,
     #[serde(default)]
-    attachments: Vec<Attachment>,
+    attachments: Vec<AttachmentInput>,
     created_at: Option<DateTime<Utc>>,
     #[serde(default)]
     is_auto_reply: bool,
@@ -304,12 +308,42 @@ struct MessageInput {
     metadata: serde_json::Map<String, serde_json::Value>,
 }
 
+/// An attachment's metadata as a client sends it. Its own type (not the adapters'
+/// `Attachment`) so that an unknown field is refused like everywhere else in the body.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct AttachmentInput {
+    filename: Option<String>,
+    content_type: Option<String>,
+    size: Option<u64>,
+    content_id: Option<String>,
+    sha256: Option<String>,
+    url: Option<String>,
+    #[serde(default)]
+    inline: bool,
+}
+
+impl From<AttachmentInput> for Attachment {
+    fn from(a: AttachmentInput) -> Self {
+        Attachment {
+            filename: a.filename,
+            content_type: a.content_type,
+            size: a.size,
+            content_id: a.content_id,
+            sha256: a.sha256,
+            url: a.url,
+            inline: a.inline,
+            ..Default::default()
+        }
+    }
+}
+
 impl PatchConversationBody {
     fn into_request(self, project_id: String, conversation_id: Uuid) -> UpdateRequest {
         let metadata = self.metadata;
         let attributes = AttributeChanges {
             subject: self.subject,
-            tags: metadata.as_ref().and_then(|m| m.tags.clone()),
+            tags: metadata.as_ref().and_then(|m| m.tags.clone()).map(Option::unwrap_or_default),
             assigned_to_user_id: metadata.as_ref().and_then(|m| m.assigned_to_user_id.clone()),
             assigned_to_display_name: metadata.as_ref().and_then(|m| m.assigned_to_display_name.clone()),
             first_response_due_at: metadata.as_ref().and_then(|m| m.first_response_due_at),
@@ -317,7 +351,7 @@ impl PatchConversationBody {
             user_id: self.user_id,
             team_id: self.team_id,
             closed_at: self.closed_at,
-            record_metadata: self.record_metadata,
+            record_metadata: self.record_metadata.map(Option::unwrap_or_default),
         };
         let mut extras = MessageExtras::default();
         let action = self.message.map(|m| {
@@ -335,7 +369,7 @@ impl PatchConversationBody {
                 sender,
                 subject: m.subject,
                 body: m.body,
-                attachments: m.attachments,
+                attachments: m.attachments.into_iter().map(Attachment::from).collect(),
                 occurred_at: m.created_at.unwrap_or_else(Utc::now),
                 is_auto_reply: m.is_auto_reply,
                 metadata: m.metadata,

@@ -6,24 +6,14 @@ use intake_adapters::{preview_of, Direction, NormalizedMessage};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-/// Fold one new message into the conversation row, forward-only.
+/// Fold one new message into the conversation row, forward-only. `customer_id` is the one
+/// the insert resolved (passed on rather than read back: no lookup per message).
 pub(super) async fn bump_for_message(
     conn: &mut PgConnection,
     conversation_id: Uuid,
     message: &NormalizedMessage,
+    customer_id: Option<Uuid>,
 ) -> Result<(), sqlx::Error> {
-    let customer_reply = message.direction == Direction::Inbound && !message.is_auto_reply;
-    let customer_id: Option<Uuid> = if customer_reply {
-        sqlx::query_scalar::<_, Option<Uuid>>(
-            "SELECT customer_id FROM messages WHERE conversation_id = $1 AND idempotency_key = $2",
-        )
-        .bind(conversation_id)
-        .bind(&message.idempotency_key)
-        .fetch_one(&mut *conn)
-        .await?
-    } else {
-        None
-    };
     let mut bumps = Bumps::default();
     bumps.push(conversation_id, message, customer_id);
     bumps.execute(conn).await

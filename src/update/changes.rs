@@ -153,7 +153,7 @@ pub(super) async fn settle_pending(
             metadata: row.metadata.as_object().cloned().unwrap_or_default(),
             fingerprint: None,
         };
-        bump_for_message(conn, conversation_id, &message).await?;
+        bump_for_message(conn, conversation_id, &message, None).await?; // outbound: no customer
     }
     Ok(())
 }

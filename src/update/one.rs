@@ -32,14 +32,15 @@ pub async fn apply_in(conn: &mut PgConnection, request: &UpdateRequest) -> Resul
                     continue;
                 }
                 let conversation_id = resolve_conversation(conn, request, &message).await?;
-                let Some(message_id) = insert_message(conn, request, conversation_id, &message, &fingerprint).await?
+                let Some((message_id, customer_id)) =
+                    insert_message(conn, request, conversation_id, &message, &fingerprint).await?
                 else {
                     continue; // a concurrent copy was inserted first
                 };
                 if request.extras.pending_delivery {
                     touch(conn, conversation_id, Utc::now()).await?;
                 } else {
-                    bump_for_message(conn, conversation_id, &message).await?;
+                    bump_for_message(conn, conversation_id, &message, customer_id).await?;
                 }
                 if !request.attributes.is_empty() {
                     update_attributes(conn, conversation_id, &request.attributes).await?;
@@ -274,14 +275,15 @@ pub(super) async fn link_entry_point(
     Ok(())
 }
 
-/// Insert the message; `None` when a concurrent transaction inserted the same key first.
+/// Insert the message; its id and customer, or `None` when a concurrent transaction inserted
+/// the same key first.
 pub(super) async fn insert_message(
     conn: &mut PgConnection,
     request: &UpdateRequest,
     conversation_id: Uuid,
     message: &NormalizedMessage,
     fingerprint: &str,
-) -> Result<Option<Uuid>, UpdateError> {
+) -> Result<Option<(Uuid, Option<Uuid>)>, UpdateError> {
     let entry_point_id = match &request.target {
         Target::Channel { entry_point_id, .. } => Some(*entry_point_id),
         Target::Conversation(_) => None,
@@ -329,7 +331,7 @@ pub(super) async fn insert_message(
     .bind(fingerprint)
     .fetch_optional(conn)
     .await?;
-    Ok(inserted)
+    Ok(inserted.map(|id| (id, customer_id)))
 }
 
 pub(super) async fn upsert_customer(
