@@ -3,7 +3,7 @@
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, State};
+use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, RawQuery, State};
 use axum::http::request::Parts;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -17,6 +17,7 @@ use serde_json::json;
 use sqlx::PgPool;
 use uuid::Uuid;
 
+use crate::read::{self, MessagePage};
 use crate::store::{self, EntryPointError};
 use crate::update::{self, AttributeChanges, MessageExtras, Target, UpdateError, UpdateRequest};
 
@@ -386,10 +387,52 @@ fn parse_conversation_id(raw: &str) -> Result<Uuid, ApiError> {
 
 // ---------- handlers ----------
 
-async fn bundle(pool: &PgPool, project: &str, id: Uuid) -> Result<Response, ApiError> {
+/// The conversation with a page of its messages (the newest `limit` unless `before` says).
+async fn bundle(pool: &PgPool, project: &str, id: Uuid, page: &MessagePage) -> Result<Response, ApiError> {
     let bundle =
-        store::load_conversation(pool, project, id).await?.ok_or_else(|| ApiError::not_found("conversation"))?;
+        read::conversation_page(pool, project, id, page).await?.ok_or_else(|| ApiError::not_found("conversation"))?;
     Ok(Json(bundle).into_response())
+}
+
+/// `?before=<nextCursor>&limit=N` of the conversation routes.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MessagePageQuery {
+    before: Option<String>,
+    limit: Option<String>,
+}
+
+/// Parse a query string into `T`, answering 400 naming the parameter.
+fn parse_query<T: DeserializeOwned + Default>(raw: Option<&str>) -> Result<T, ApiError> {
+    let Some(raw) = raw.filter(|r| !r.is_empty()) else { return Ok(T::default()) };
+    serde_urlencoded::from_str(raw).map_err(|e| ApiError::bad_request(format!("query: {e}")))
+}
+
+/// A page size in `1..=max`, `default` when absent.
+fn parse_limit(raw: Option<&str>, default: usize, max: usize) -> Result<usize, ApiError> {
+    match raw {
+        None => Ok(default),
+        Some(raw) => raw
+            .trim()
+            .parse::<usize>()
+            .ok()
+            .filter(|l| (1..=max).contains(l))
+            .ok_or_else(|| ApiError::bad_request(format!("limit: `{raw}` is not a whole number from 1 to {max}"))),
+    }
+}
+
+impl MessagePageQuery {
+    fn page(&self) -> Result<MessagePage, ApiError> {
+        let limit = parse_limit(self.limit.as_deref(), read::DEFAULT_MESSAGES, read::MAX_MESSAGES)?;
+        let before = match &self.before {
+            None => None,
+            Some(raw) => Some(
+                read::Cursor::decode(raw)
+                    .ok_or_else(|| ApiError::bad_request("before: not a nextCursor this API returned"))?,
+            ),
+        };
+        Ok(MessagePage { before, limit: Some(limit) })
+    }
 }
 
 #[tracing::instrument(skip_all, fields(project, conversation_id = %raw_id))]
@@ -397,9 +440,11 @@ async fn get_conversation(
     State(state): State<AppState>,
     Project(project): Project,
     Path(raw_id): Path<String>,
+    RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
     let id = parse_conversation_id(&raw_id)?;
-    bundle(&state.pool, &project, id).await
+    let page = parse_query::<MessagePageQuery>(query.as_deref())?.page()?;
+    bundle(&state.pool, &project, id, &page).await
 }
 
 #[tracing::instrument(skip_all, fields(project, conversation_id = %raw_id, message_id))]
@@ -407,9 +452,11 @@ async fn patch_conversation(
     State(state): State<AppState>,
     Project(project): Project,
     Path(raw_id): Path<String>,
+    RawQuery(query): RawQuery,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let id = parse_conversation_id(&raw_id)?;
+    let page = parse_query::<MessagePageQuery>(query.as_deref())?.page()?;
     let body: PatchConversationBody = parse_body(body)?;
     let mut request = body.into_request(project.clone(), id);
     let mut send_by_email = None;
@@ -449,7 +496,7 @@ async fn patch_conversation(
             })?;
         }
     }
-    bundle(&state.pool, &project, outcome.conversation_id).await
+    bundle(&state.pool, &project, outcome.conversation_id, &page).await
 }
 
 /// `POST /internal/conversations/{conversationId}/messages/{messageId}/resend`: send a failed
@@ -462,10 +509,7 @@ async fn resend_message(
 ) -> Result<Response, ApiError> {
     let id = parse_conversation_id(&raw_id)?;
     let not_resendable = |m: String| ApiError::new(StatusCode::CONFLICT, "not_resendable", m);
-    let found = store::load_conversation(&state.pool, &project, id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("conversation"))?;
-    if !found.messages.iter().any(|m| m.id == key) {
+    if store::load_message(&state.pool, &project, id, &key).await?.is_none() {
         return Err(ApiError::not_found("message"));
     }
     let Some(queue) = &state.outbound_email else {
@@ -499,10 +543,8 @@ async fn resend_message(
             format!("the message is pending but could not be queued for sending ({e}); repeat the request"),
         )
     })?;
-    let bundle = store::load_conversation(&state.pool, &project, id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("conversation"))?;
-    let message = bundle.messages.into_iter().find(|m| m.id == key).ok_or_else(|| ApiError::not_found("message"))?;
+    let message =
+        store::load_message(&state.pool, &project, id, &key).await?.ok_or_else(|| ApiError::not_found("message"))?;
     Ok((StatusCode::ACCEPTED, Json(message)).into_response())
 }
 
@@ -522,7 +564,7 @@ async fn create_conversation(
     let id = store::create_conversation(&state.pool, &project, body.entry_point_id, body.subject.as_deref())
         .await?
         .ok_or_else(|| ApiError::bad_request("entryPointId: no such entry point in this project"))?;
-    let mut response = bundle(&state.pool, &project, id).await?;
+    let mut response = bundle(&state.pool, &project, id, &MessagePage::newest(read::DEFAULT_MESSAGES)).await?;
     *response.status_mut() = StatusCode::CREATED;
     Ok(response)
 }

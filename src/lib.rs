@@ -8,6 +8,7 @@ pub mod config;
 pub mod gateway;
 pub mod http;
 pub mod metrics;
+pub mod read;
 pub mod smtp;
 pub mod store;
 pub mod update;

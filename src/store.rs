@@ -408,31 +408,34 @@ pub struct MessageView {
     pub metadata: serde_json::Value,
 }
 
-/// The response body of the conversations API.
+/// The response body of the conversations API: the conversation, a page of its messages
+/// (the newest, oldest first) and its entry points.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct ConversationBundle {
     pub conversation: ConversationView,
     pub messages: Vec<MessageView>,
     pub entry_points: Vec<EntryPointView>,
+    /// Older messages exist than the first one returned.
+    pub has_more_messages: bool,
+    /// `before` for the page of older messages; null when there are none.
+    pub next_cursor: Option<String>,
 }
 
-/// Load a conversation with its messages (oldest first) and entry points; `None` when it
-/// does not exist in this project.
+/// Load a conversation with all its messages (oldest first) and entry points; `None` when it
+/// does not exist in this project. For tools and tests: the API reads pages
+/// ([`crate::read::conversation_page`]).
 pub async fn load_conversation(
     pool: &PgPool,
     project_id: &str,
     conversation_id: Uuid,
 ) -> Result<Option<ConversationBundle>, sqlx::Error> {
-    let Some(row) = sqlx::query("SELECT * FROM conversations WHERE id = $1 AND project_id = $2")
-        .bind(conversation_id)
-        .bind(project_id)
-        .fetch_optional(pool)
-        .await?
-    else {
-        return Ok(None);
-    };
-    let conversation = ConversationView {
+    crate::read::conversation_page(pool, project_id, conversation_id, &crate::read::MessagePage::all()).await
+}
+
+/// A conversation row (`SELECT *`) as the API shows it.
+pub(crate) fn conversation_view(row: &sqlx::postgres::PgRow) -> ConversationView {
+    ConversationView {
         conversation_id: row.get("id"),
         subject: row.get("subject"),
         last_activity_at: row.get("last_activity_at"),
@@ -459,55 +462,76 @@ pub async fn load_conversation(
         last_outbound_at: row.get("last_outbound_at"),
         closed_at: row.get("closed_at"),
         record_metadata: row.get("record_metadata"),
-    };
-    let messages = sqlx::query(
-        "SELECT idempotency_key, conversation_id, subject, attachments, occurred_at, sender_id,
-                sender_display_name, sender_primary_email, user_id, team_id, body, metadata,
-                direction, is_auto_reply, id, delivery_state, external_id
-           FROM messages WHERE conversation_id = $1 ORDER BY occurred_at, idempotency_key",
-    )
+    }
+}
+
+/// The columns [`message_view`] reads.
+pub(crate) const MESSAGE_COLUMNS: &str = "idempotency_key, conversation_id, subject, attachments, occurred_at, \
+    sender_id, sender_display_name, sender_primary_email, user_id, team_id, body, metadata, direction, \
+    is_auto_reply, id, delivery_state, external_id";
+
+/// A message row ([`MESSAGE_COLUMNS`]) as the API shows it.
+pub(crate) fn message_view(r: &sqlx::postgres::PgRow) -> MessageView {
+    // direction and the auto-reply flag are not columns of the spec's message shape:
+    // expose them in metadata where callers look for channel facts.
+    let mut metadata: serde_json::Value = r.get("metadata");
+    if let Some(map) = metadata.as_object_mut() {
+        map.insert("direction".into(), serde_json::Value::String(r.get("direction")));
+        let auto: bool = r.get("is_auto_reply");
+        if auto {
+            map.insert("autoReply".into(), map.get("autoReply").cloned().unwrap_or(true.into()));
+        }
+        let internal_id: Uuid = r.get("id");
+        map.insert("intakeMessageId".into(), internal_id.to_string().into());
+        if let Some(state) = r.get::<Option<String>, _>("delivery_state") {
+            map.entry("deliveryStatus").or_insert(state.into());
+        }
+        if let Some(external) = r.get::<Option<String>, _>("external_id") {
+            map.entry("messageId").or_insert(external.into());
+        }
+    }
+    MessageView {
+        id: r.get("idempotency_key"),
+        conversation_id: r.get("conversation_id"),
+        subject: r.get("subject"),
+        attachments: r.get("attachments"),
+        created_at: r.get("occurred_at"),
+        sender: SenderView {
+            id: r.get("sender_id"),
+            display_name: r.get("sender_display_name"),
+            primary_email: r.get("sender_primary_email"),
+        },
+        user_id: r.get("user_id"),
+        team_id: r.get("team_id"),
+        body: r.get("body"),
+        metadata,
+    }
+}
+
+/// One message of a conversation by its idempotency key.
+pub async fn load_message(
+    pool: &PgPool,
+    project_id: &str,
+    conversation_id: Uuid,
+    key: &str,
+) -> Result<Option<MessageView>, sqlx::Error> {
+    let row = sqlx::query(&format!(
+        "SELECT {MESSAGE_COLUMNS} FROM messages WHERE project_id = $1 AND idempotency_key = $2 AND conversation_id = $3"
+    ))
+    .bind(project_id)
+    .bind(key)
     .bind(conversation_id)
-    .fetch_all(pool)
-    .await?
-    .into_iter()
-    .map(|r| {
-        // direction and the auto-reply flag are not columns of the spec's message shape:
-        // expose them in metadata where callers look for channel facts.
-        let mut metadata: serde_json::Value = r.get("metadata");
-        if let Some(map) = metadata.as_object_mut() {
-            map.insert("direction".into(), serde_json::Value::String(r.get("direction")));
-            let auto: bool = r.get("is_auto_reply");
-            if auto {
-                map.insert("autoReply".into(), map.get("autoReply").cloned().unwrap_or(true.into()));
-            }
-            let internal_id: Uuid = r.get("id");
-            map.insert("intakeMessageId".into(), internal_id.to_string().into());
-            if let Some(state) = r.get::<Option<String>, _>("delivery_state") {
-                map.entry("deliveryStatus").or_insert(state.into());
-            }
-            if let Some(external) = r.get::<Option<String>, _>("external_id") {
-                map.entry("messageId").or_insert(external.into());
-            }
-        }
-        MessageView {
-            id: r.get("idempotency_key"),
-            conversation_id: r.get("conversation_id"),
-            subject: r.get("subject"),
-            attachments: r.get("attachments"),
-            created_at: r.get("occurred_at"),
-            sender: SenderView {
-                id: r.get("sender_id"),
-                display_name: r.get("sender_display_name"),
-                primary_email: r.get("sender_primary_email"),
-            },
-            user_id: r.get("user_id"),
-            team_id: r.get("team_id"),
-            body: r.get("body"),
-            metadata,
-        }
-    })
-    .collect();
-    let entry_points = sqlx::query(
+    .fetch_optional(pool)
+    .await?;
+    Ok(row.as_ref().map(message_view))
+}
+
+/// The entry points a conversation is reached through.
+pub(crate) async fn conversation_entry_points(
+    pool: &PgPool,
+    conversation_id: Uuid,
+) -> Result<Vec<EntryPointView>, sqlx::Error> {
+    Ok(sqlx::query(
         "SELECT e.id, e.channel_type, e.adapter_key, e.created_at, e.updated_at, e.external_channel_id,
                 e.metadata, l.is_entry_point
            FROM conversation_entry_points l JOIN entry_points e ON e.id = l.entry_point_id
@@ -518,8 +542,7 @@ pub async fn load_conversation(
     .await?
     .iter()
     .map(|r| entry_point_from_row(r, r.get("is_entry_point")))
-    .collect();
-    Ok(Some(ConversationBundle { conversation, messages, entry_points }))
+    .collect())
 }
 
 /// Create an empty conversation reached through `entry_point_id` (HTTP API).

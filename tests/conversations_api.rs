@@ -1,0 +1,149 @@
+//! The conversations API of issue 10 over real HTTP: paged messages, the conversation list,
+//! Stack Auth's typed bodies, the OpenAPI document.
+
+mod common;
+
+use common::*;
+use intake::store;
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+
+const TOKEN: &str = "acme-token-123";
+const OTHER_TOKEN: &str = "other-token-456";
+
+struct Api {
+    base: String,
+    client: reqwest::Client,
+    db: TestDb,
+}
+
+impl Api {
+    async fn new() -> Self {
+        let db = TestDb::new().await;
+        store::ensure_project_token(&db.pool, "acme", TOKEN, "test").await.unwrap();
+        store::ensure_project_token(&db.pool, "other", OTHER_TOKEN, "test").await.unwrap();
+        let base = spawn_api(db.pool.clone(), 1 << 20).await;
+        Api { base, client: reqwest::Client::new(), db }
+    }
+
+    async fn call(&self, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+        self.call_as(TOKEN, method, path, body).await
+    }
+
+    async fn call_as(&self, token: &str, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+        let (status, text) = self.call_raw(token, method, path, body).await;
+        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    }
+
+    async fn call_raw(&self, token: &str, method: Method, path: &str, body: Option<Value>) -> (StatusCode, String) {
+        let mut req = self.client.request(method, format!("{}{path}", self.base)).bearer_auth(token);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.unwrap();
+        (resp.status(), resp.text().await.unwrap())
+    }
+
+    async fn entry_point(&self, external: &str) -> String {
+        let (s, ep) = self
+            .call(
+                Method::POST,
+                "/internal/entry-points",
+                Some(json!({"channelType": "webhook", "adapterKey": "webhook", "externalChannelId": external})),
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{ep}");
+        ep["id"].as_str().unwrap().to_owned()
+    }
+
+    /// An empty conversation on a new entry point; returns its id.
+    async fn conversation(&self, subject: &str) -> String {
+        let ep = self.entry_point(&format!("shop-{}", uuid::Uuid::new_v4().simple())).await;
+        let (s, c) = self
+            .call(Method::POST, "/internal/conversations", Some(json!({"entryPointId": ep, "subject": subject})))
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{c}");
+        c["conversation"]["conversationId"].as_str().unwrap().to_owned()
+    }
+
+    /// `n` messages one second apart from 2025-01-01, in one statement (test data, not traffic).
+    async fn fill(&self, conversation: &str, n: i64, body_bytes: i32) {
+        sqlx::query(
+            "INSERT INTO messages (id, project_id, conversation_id, idempotency_key, direction, body, occurred_at)
+             SELECT gen_random_uuid(), 'acme', $1, 'bulk-' || lpad(g::text, 7, '0'),
+                    CASE WHEN g % 2 = 0 THEN 'inbound' ELSE 'outbound' END, repeat('x', $3),
+                    '2025-01-01T00:00:00Z'::timestamptz + g * interval '1 second'
+               FROM generate_series(1, $2) g",
+        )
+        .bind(uuid::Uuid::parse_str(conversation).unwrap())
+        .bind(n)
+        .bind(body_bytes)
+        .execute(&self.db.pool)
+        .await
+        .unwrap();
+    }
+}
+
+fn inbound(id: &str, at: &str) -> Value {
+    json!({"message": {"id": id, "direction": "inbound", "body": "Where is my parcel?",
+        "sender": {"id": "cust-9", "displayName": "Bo Customer", "primaryEmail": "bo@example.com"},
+        "createdAt": at}})
+}
+
+fn ids(body: &Value) -> Vec<String> {
+    body["messages"].as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap().to_owned()).collect()
+}
+
+#[tokio::test]
+async fn messages_page_back_from_the_newest_with_a_stable_cursor() {
+    let api = Api::new().await;
+    let id = api.conversation("Paging").await;
+    api.fill(&id, 7, 10).await;
+    let path = format!("/internal/conversations/{id}");
+    let (s, first) = api.call(Method::GET, &format!("{path}?limit=3"), None).await;
+    assert_eq!(s, StatusCode::OK, "{first}");
+    assert_eq!(ids(&first), ["bulk-0000005", "bulk-0000006", "bulk-0000007"]);
+    assert_eq!(first["hasMoreMessages"], true);
+    let cursor = first["nextCursor"].as_str().unwrap().to_owned();
+    // A message appended between two pages changes neither the next page nor what follows.
+    let (s, b) = api.call(Method::PATCH, &path, Some(inbound("late-new", "2025-01-02T00:00:00Z"))).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let (_, second) = api.call(Method::GET, &format!("{path}?before={cursor}&limit=3"), None).await;
+    assert_eq!(ids(&second), ["bulk-0000002", "bulk-0000003", "bulk-0000004"]);
+    assert_eq!(second["hasMoreMessages"], true);
+    let cursor = second["nextCursor"].as_str().unwrap();
+    let (_, third) = api.call(Method::GET, &format!("{path}?before={cursor}&limit=3"), None).await;
+    assert_eq!(ids(&third), ["bulk-0000001"]);
+    assert_eq!(third["hasMoreMessages"], false);
+    assert_eq!(third["nextCursor"], Value::Null);
+    // default page: 50 newest; PATCH answers the same way
+    let (_, all) = api.call(Method::GET, &path, None).await;
+    assert_eq!(ids(&all).len(), 8);
+    assert_eq!(all["hasMoreMessages"], false);
+    assert_eq!(ids(&all).last().unwrap(), "late-new");
+    // bad paging parameters name themselves
+    for (query, field) in
+        [("limit=0", "limit"), ("limit=501", "limit"), ("limit=x", "limit"), ("before=zz%21", "before")]
+    {
+        let (s, b) = api.call(Method::GET, &format!("{path}?{query}"), None).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{query}: {b}");
+        assert!(b["error"]["message"].as_str().unwrap().starts_with(field), "{b}");
+    }
+}
+
+/// Issue 10: on a conversation of 20,000 messages a PATCH answer stays small (the newest
+/// page, not the conversation).
+#[tokio::test]
+async fn patch_answer_on_20000_messages_is_one_page() {
+    let api = Api::new().await;
+    let id = api.conversation("Big").await;
+    api.fill(&id, 20_000, 200).await;
+    let path = format!("/internal/conversations/{id}");
+    let (s, text) = api.call_raw(TOKEN, Method::PATCH, &path, Some(inbound("big-new", "2025-02-01T00:00:00Z"))).await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(text.len() < 256 * 1024, "{} bytes", text.len());
+    let body: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(ids(&body).len(), 50);
+    assert_eq!(ids(&body).last().unwrap(), "big-new");
+    assert_eq!(body["hasMoreMessages"], true);
+}
