@@ -21,6 +21,8 @@ use crate::read::{self, MessagePage};
 use crate::store::{self, EntryPointError};
 use crate::update::{self, AttributeChanges, MessageExtras, Target, UpdateError, UpdateRequest};
 
+mod conversation_list;
+
 #[derive(Clone)]
 pub struct AppState {
     pub pool: PgPool,
@@ -34,7 +36,7 @@ pub fn router(state: AppState) -> Router {
     let body_limit = state.body_limit;
     crate::metrics::handle(); // install the recorder before anything counts
     Router::new()
-        .route("/internal/conversations", post(create_conversation))
+        .route("/internal/conversations", post(create_conversation).get(conversation_list::list_conversations))
         .route("/internal/conversations/{conversation_id}", get(get_conversation).patch(patch_conversation))
         .route("/internal/conversations/{conversation_id}/messages/{message_id}/resend", post(resend_message))
         .route("/internal/entry-points", post(create_entry_point).get(list_entry_points))
@@ -87,10 +89,10 @@ impl ApiError {
     pub(crate) fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
         Self { status, code, message: message.into() }
     }
-    fn bad_request(message: impl Into<String>) -> Self {
+    pub(crate) fn bad_request(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "invalid_request", message)
     }
-    fn not_found(what: &str) -> Self {
+    pub(crate) fn not_found(what: &str) -> Self {
         Self::new(StatusCode::NOT_FOUND, "not_found", format!("{what} not found"))
     }
     /// A body over the configured limit (the API's and the gateway's).
@@ -209,6 +211,15 @@ fn nul_path(raw: &[u8], value: &serde_json::Value) -> Option<String> {
             None => joined,
         }
     })
+}
+
+/// Stack Auth's clients send `projectId`; it must be the token's project. Another project's
+/// id answers 404, as another project's conversation does.
+pub(crate) fn check_project_id(sent: Option<&str>, project: &str) -> Result<(), ApiError> {
+    match sent {
+        Some(sent) if sent != project => Err(ApiError::not_found("project")),
+        _ => Ok(()),
+    }
 }
 
 // ---------- auth ----------
@@ -403,13 +414,13 @@ struct MessagePageQuery {
 }
 
 /// Parse a query string into `T`, answering 400 naming the parameter.
-fn parse_query<T: DeserializeOwned + Default>(raw: Option<&str>) -> Result<T, ApiError> {
+pub(crate) fn parse_query<T: DeserializeOwned + Default>(raw: Option<&str>) -> Result<T, ApiError> {
     let Some(raw) = raw.filter(|r| !r.is_empty()) else { return Ok(T::default()) };
     serde_urlencoded::from_str(raw).map_err(|e| ApiError::bad_request(format!("query: {e}")))
 }
 
 /// A page size in `1..=max`, `default` when absent.
-fn parse_limit(raw: Option<&str>, default: usize, max: usize) -> Result<usize, ApiError> {
+pub(crate) fn parse_limit(raw: Option<&str>, default: usize, max: usize) -> Result<usize, ApiError> {
     match raw {
         None => Ok(default),
         Some(raw) => raw

@@ -367,6 +367,14 @@ pub struct ConversationMetadataView {
 #[serde(rename_all = "camelCase")]
 pub struct ConversationView {
     pub conversation_id: Uuid,
+    /// `open`, `pending` (an agent answered last) or `closed`.
+    pub status: String,
+    /// `low`, `normal`, `high` or `urgent`.
+    pub priority: String,
+    /// The caller's `source` (POST), else the channel type it was opened through, else `api`.
+    pub source: String,
+    /// `messageType` of the newest message; null without messages.
+    pub last_message_type: Option<String>,
     pub subject: Option<String>,
     pub last_activity_at: DateTime<Utc>,
     pub metadata: ConversationMetadataView,
@@ -388,6 +396,9 @@ pub struct ConversationView {
 #[derive(Debug, Clone, Serialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct SenderView {
+    /// `user` (the customer), `agent`, or `system` (status changes).
+    #[serde(rename = "type")]
+    pub sender_type: &'static str,
     pub id: Option<String>,
     pub display_name: Option<String>,
     pub primary_email: Option<String>,
@@ -405,6 +416,8 @@ pub struct MessageView {
     pub user_id: Option<String>,
     pub team_id: Option<String>,
     pub body: String,
+    /// `message`, `internal-note` or `status-change`.
+    pub message_type: String,
     pub metadata: serde_json::Value,
 }
 
@@ -433,10 +446,22 @@ pub async fn load_conversation(
     crate::read::conversation_page(pool, project_id, conversation_id, &crate::read::MessagePage::all()).await
 }
 
-/// A conversation row (`SELECT *`) as the API shows it.
+/// Reads a conversation (`c`) with what [`conversation_view`] derives.
+pub(crate) const CONVERSATION_SELECT: &str = "SELECT c.*,
+        coalesce(c.source, (SELECT ep.channel_type FROM entry_points ep WHERE ep.id = c.origin_entry_point_id),
+                 'api') AS source_name,
+        (SELECT m.message_type FROM messages m WHERE m.conversation_id = c.id
+          ORDER BY m.occurred_at DESC, m.idempotency_key DESC LIMIT 1) AS last_message_type
+   FROM conversations c";
+
+/// A conversation row ([`CONVERSATION_SELECT`]) as the API shows it.
 pub(crate) fn conversation_view(row: &sqlx::postgres::PgRow) -> ConversationView {
     ConversationView {
         conversation_id: row.get("id"),
+        status: row.get("status"),
+        priority: row.get("priority"),
+        source: row.get("source_name"),
+        last_message_type: row.get("last_message_type"),
         subject: row.get("subject"),
         last_activity_at: row.get("last_activity_at"),
         metadata: ConversationMetadataView {
@@ -468,7 +493,7 @@ pub(crate) fn conversation_view(row: &sqlx::postgres::PgRow) -> ConversationView
 /// The columns [`message_view`] reads.
 pub(crate) const MESSAGE_COLUMNS: &str = "idempotency_key, conversation_id, subject, attachments, occurred_at, \
     sender_id, sender_display_name, sender_primary_email, user_id, team_id, body, metadata, direction, \
-    is_auto_reply, id, delivery_state, external_id";
+    is_auto_reply, id, delivery_state, external_id, message_type";
 
 /// A message row ([`MESSAGE_COLUMNS`]) as the API shows it.
 pub(crate) fn message_view(r: &sqlx::postgres::PgRow) -> MessageView {
@@ -490,6 +515,13 @@ pub(crate) fn message_view(r: &sqlx::postgres::PgRow) -> MessageView {
             map.entry("messageId").or_insert(external.into());
         }
     }
+    let message_type: String = r.get("message_type");
+    let direction: String = r.get("direction");
+    let sender_type = match (message_type.as_str(), direction.as_str()) {
+        ("status-change", _) => "system",
+        (_, "inbound") => "user",
+        _ => "agent",
+    };
     MessageView {
         id: r.get("idempotency_key"),
         conversation_id: r.get("conversation_id"),
@@ -497,6 +529,7 @@ pub(crate) fn message_view(r: &sqlx::postgres::PgRow) -> MessageView {
         attachments: r.get("attachments"),
         created_at: r.get("occurred_at"),
         sender: SenderView {
+            sender_type,
             id: r.get("sender_id"),
             display_name: r.get("sender_display_name"),
             primary_email: r.get("sender_primary_email"),
@@ -504,6 +537,7 @@ pub(crate) fn message_view(r: &sqlx::postgres::PgRow) -> MessageView {
         user_id: r.get("user_id"),
         team_id: r.get("team_id"),
         body: r.get("body"),
+        message_type,
         metadata,
     }
 }

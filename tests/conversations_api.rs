@@ -147,3 +147,118 @@ async fn patch_answer_on_20000_messages_is_one_page() {
     assert_eq!(ids(&body).last().unwrap(), "big-new");
     assert_eq!(body["hasMoreMessages"], true);
 }
+
+fn conversation_ids(body: &Value) -> Vec<String> {
+    body["conversations"].as_array().unwrap().iter().map(|c| c["conversationId"].as_str().unwrap().to_owned()).collect()
+}
+
+#[tokio::test]
+async fn list_pages_by_limit_offset_and_cursor_newest_activity_first() {
+    let api = Api::new().await;
+    let older = api.conversation("Older").await;
+    let newer = api.conversation("Newer").await;
+    let (s, page) = api.call(Method::GET, "/internal/conversations?limit=1", None).await;
+    assert_eq!(s, StatusCode::OK, "{page}");
+    assert_eq!(conversation_ids(&page), vec![newer.clone()]);
+    assert_eq!(page["hasMore"], true);
+    let cursor = page["nextCursor"].as_str().unwrap().to_owned();
+    let (_, page) = api.call(Method::GET, &format!("/internal/conversations?limit=1&cursor={cursor}"), None).await;
+    assert_eq!(conversation_ids(&page), vec![older.clone()]);
+    assert_eq!(page["hasMore"], false);
+    assert_eq!(page["nextCursor"], Value::Null);
+    let (_, page) = api.call(Method::GET, "/internal/conversations?limit=1&offset=1&projectId=acme", None).await;
+    assert_eq!(conversation_ids(&page), vec![older.clone()]);
+    // activity moves a conversation to the top
+    api.call(Method::PATCH, &format!("/internal/conversations/{older}"), Some(json!({"teamId": "t"}))).await;
+    let (_, page) = api.call(Method::GET, "/internal/conversations", None).await;
+    assert_eq!(conversation_ids(&page), [older, newer]);
+    // another project sees none of them; another project's id is 404
+    let (_, page) = api.call_as(OTHER_TOKEN, Method::GET, "/internal/conversations", None).await;
+    assert_eq!(conversation_ids(&page), Vec::<String>::new());
+    let (s, _) = api.call(Method::GET, "/internal/conversations?projectId=other", None).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    for (query, field) in [
+        ("limit=0", "limit"),
+        ("status=gone", "status"),
+        ("updatedSince=yesterday", "updatedSince"),
+        ("entryPointId=x", "entryPointId"),
+        ("cursor=x", "cursor"),
+        ("offset=-1", "offset"),
+        ("sort=asc", "query"),
+    ] {
+        let (s, b) = api.call(Method::GET, &format!("/internal/conversations?{query}"), None).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{query}: {b}");
+        assert!(b["error"]["message"].as_str().unwrap().starts_with(field), "{query}: {b}");
+    }
+}
+
+#[tokio::test]
+async fn list_filters_and_searches() {
+    let api = Api::new().await;
+    let a = api.conversation("Refund for order 42").await;
+    let b = api.conversation("Shipping question").await;
+    let path_a = format!("/internal/conversations/{a}");
+    let path_b = format!("/internal/conversations/{b}");
+    let (s, body) = api.call(Method::PATCH, &path_a, Some(inbound("a-1", "2025-05-01T10:00:00Z"))).await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    api.call(
+        Method::PATCH,
+        &path_a,
+        Some(json!({"metadata": {"tags": ["billing", "vip"], "assignedToUserId": "agent-1"}})),
+    )
+    .await;
+    api.call(
+        Method::PATCH,
+        &path_b,
+        Some(json!({"message": {"id": "b-1", "direction": "inbound", "body": "Is DHL ok?",
+            "sender": {"id": "cust-2", "displayName": "Zoë Müller", "primaryEmail": "Zoe@Example.org"}}})),
+    )
+    .await;
+    api.call(Method::PATCH, &path_b, Some(json!({"userId": "user-b", "metadata": {"tags": ["shipping"]}}))).await;
+    let list = |q: &'static str| {
+        let api = &api;
+        async move {
+            let (s, body) = api.call(Method::GET, &format!("/internal/conversations?{q}"), None).await;
+            assert_eq!(s, StatusCode::OK, "{q}: {body}");
+            let mut ids = conversation_ids(&body);
+            ids.sort();
+            ids
+        }
+    };
+    let sorted = |mut v: Vec<String>| {
+        v.sort();
+        v
+    };
+    assert_eq!(list("tag=vip").await, vec![a.clone()]);
+    assert_eq!(list("tag=shipping").await, vec![b.clone()]);
+    assert_eq!(list("assignedToUserId=agent-1").await, vec![a.clone()]);
+    assert_eq!(list("userId=user-b").await, vec![b.clone()]);
+    assert_eq!(list("status=open").await, sorted(vec![a.clone(), b.clone()]));
+    assert_eq!(list("status=closed").await, Vec::<String>::new());
+    assert_eq!(list("updatedSince=2999-01-01T00:00:00Z").await, Vec::<String>::new());
+    assert_eq!(list("updatedSince=2000-01-01T00:00:00Z").await, sorted(vec![a.clone(), b.clone()]));
+    // query: subject, preview, customer name and email, case-insensitive; % is literal
+    assert_eq!(list("query=REFUND").await, vec![a.clone()]);
+    assert_eq!(list("query=dhl%20OK").await, vec![b.clone()]);
+    assert_eq!(list("query=ZO%C3%AB%20m").await, vec![b.clone()]);
+    assert_eq!(list("query=zoe%40example").await, vec![b.clone()]);
+    assert_eq!(list("query=bo%20customer").await, vec![a.clone()]);
+    assert_eq!(list("query=%25").await, Vec::<String>::new());
+    // entryPointId: each conversation was opened on its own entry point
+    let (_, eps) = api.call(Method::GET, &path_a, None).await;
+    let ep = eps["entryPoints"][0]["id"].as_str().unwrap();
+    let (_, body) = api.call(Method::GET, &format!("/internal/conversations?entryPointId={ep}"), None).await;
+    assert_eq!(conversation_ids(&body), vec![a.clone()]);
+    // the search is served by the trigram index (forced here: the table is tiny)
+    let mut conn = api.db.pool.acquire().await.unwrap();
+    sqlx::query("SET enable_seqscan = off").execute(&mut *conn).await.unwrap();
+    let plan: Vec<String> = sqlx::query_scalar(
+        "EXPLAIN SELECT id FROM conversations c WHERE (coalesce(c.subject, '') || ' ' || coalesce(c.preview, '') || ' '
+            || coalesce(c.user_display_name, '') || ' ' || coalesce(c.user_primary_email, '')) ILIKE '%refund%'",
+    )
+    .fetch_all(&mut *conn)
+    .await
+    .unwrap();
+    sqlx::query("RESET enable_seqscan").execute(&mut *conn).await.unwrap();
+    assert!(plan.concat().contains("conversations_search_idx"), "{plan:?}");
+}

@@ -39,7 +39,7 @@ pub async fn conversation_page(
     conversation_id: Uuid,
     page: &MessagePage,
 ) -> Result<Option<ConversationBundle>, sqlx::Error> {
-    let Some(row) = sqlx::query("SELECT * FROM conversations WHERE id = $1 AND project_id = $2")
+    let Some(row) = sqlx::query(&format!("{} WHERE c.id = $1 AND c.project_id = $2", store::CONVERSATION_SELECT))
         .bind(conversation_id)
         .bind(project_id)
         .fetch_optional(pool)

@@ -3,6 +3,8 @@
 
 pub mod conversation;
 pub mod cursor;
+pub mod list;
 
 pub use conversation::{conversation_page, MessagePage, DEFAULT_MESSAGES, MAX_MESSAGES};
 pub use cursor::Cursor;
+pub use list::{list_conversations, ConversationFilter, ConversationList, DEFAULT_CONVERSATIONS, MAX_CONVERSATIONS};
