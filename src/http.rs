@@ -19,9 +19,13 @@ use uuid::Uuid;
 
 use crate::read::{self, MessagePage};
 use crate::store::{self, EntryPointError};
-use crate::update::{self, AttributeChanges, MessageExtras, Target, UpdateError, UpdateRequest};
+use crate::update::{
+    self, AttributeChanges, ConversationStatus, MessageExtras, MessageType, Priority, Target, UpdateError,
+    UpdateRequest,
+};
 
 mod conversation_list;
+mod typed_bodies;
 
 #[derive(Clone)]
 pub struct AppState {
@@ -149,6 +153,11 @@ impl From<UpdateError> for ApiError {
 
 /// Read a JSON body, turning every failure into a 4xx that names the field.
 fn parse_body<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> Result<T, ApiError> {
+    from_json(parse_json(body)?)
+}
+
+/// The body as JSON (refusing what PostgreSQL cannot store), before it is read as a type.
+fn parse_json(body: Result<Bytes, BytesRejection>) -> Result<serde_json::Value, ApiError> {
     let bytes = body.map_err(|rejection| {
         if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::payload_too_large()
@@ -161,6 +170,11 @@ fn parse_body<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> Resul
     if let Some(path) = nul_path(&bytes, &json) {
         return Err(ApiError::bad_request(format!("{path}: contains U+0000, which cannot be stored")));
     }
+    Ok(json)
+}
+
+/// Read JSON as `T`; a 400 names the field that does not fit.
+fn from_json<T: DeserializeOwned>(json: serde_json::Value) -> Result<T, ApiError> {
     serde_path_to_error::deserialize(json).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
@@ -273,6 +287,9 @@ struct PatchConversationBody {
     /// null clears it (to `{}`), as null clears every other attribute.
     #[serde(default, deserialize_with = "double_option")]
     record_metadata: Option<Option<serde_json::Map<String, serde_json::Value>>>,
+    /// Also sets closedAt (closed: now, unless already closed; open/pending: cleared).
+    status: Option<ConversationStatus>,
+    priority: Option<Priority>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -293,7 +310,7 @@ struct MetadataInput {
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct SenderInput {
+pub(crate) struct SenderInput {
     id: Option<String>,
     display_name: Option<String>,
     primary_email: Option<String>,
@@ -364,6 +381,8 @@ impl PatchConversationBody {
             team_id: self.team_id,
             closed_at: self.closed_at,
             record_metadata: self.record_metadata.map(Option::unwrap_or_default),
+            status: self.status,
+            priority: self.priority,
         };
         let mut extras = MessageExtras::default();
         let action = self.message.map(|m| {
@@ -468,12 +487,17 @@ async fn patch_conversation(
 ) -> Result<Response, ApiError> {
     let id = parse_conversation_id(&raw_id)?;
     let page = parse_query::<MessagePageQuery>(query.as_deref())?.page()?;
-    let body: PatchConversationBody = parse_body(body)?;
-    let mut request = body.into_request(project.clone(), id);
+    let json = parse_json(body)?;
+    // Stack Auth's clients send one of four bodies named by `type`; intake's own has no `type`.
+    let mut request = if json.get("type").is_some() {
+        typed_bodies::TypedPatchBody::parse(json)?.into_request(&project, id)?
+    } else {
+        from_json::<PatchConversationBody>(json)?.into_request(project.clone(), id)
+    };
     let mut send_by_email = None;
     if let Some(UpdateAction::Append(m)) = &request.action {
         tracing::Span::current().record("message_id", m.idempotency_key.as_str());
-        if m.direction == Direction::Outbound {
+        if m.direction == Direction::Outbound && request.extras.message_type == MessageType::Message {
             if let Some(queue) = &state.outbound_email {
                 if let Some(adapter_key) = store::origin_email_adapter(&state.pool, &project, id).await? {
                     send_by_email = Some((queue.clone(), adapter_key, m.idempotency_key.clone()));
@@ -559,11 +583,21 @@ async fn resend_message(
     Ok((StatusCode::ACCEPTED, Json(message)).into_response())
 }
 
+/// intake's `{entryPointId, subject}` or Stack Auth's `{projectId, userId, subject,
+/// initialMessage, priority, source}`, or any mix.
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct CreateConversationBody {
+    project_id: Option<String>,
     entry_point_id: Option<Uuid>,
     subject: Option<String>,
+    /// The customer the conversation is with.
+    user_id: Option<String>,
+    /// The customer's first message (inbound, from `userId`); trimmed, must not be empty.
+    initial_message: Option<String>,
+    priority: Option<Priority>,
+    /// Free text, e.g. `chat`, `email`, `manual`; default: the entry point's channel type, else `api`.
+    source: Option<String>,
 }
 
 async fn create_conversation(
@@ -572,9 +606,47 @@ async fn create_conversation(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let body: CreateConversationBody = parse_body(body)?;
-    let id = store::create_conversation(&state.pool, &project, body.entry_point_id, body.subject.as_deref())
-        .await?
-        .ok_or_else(|| ApiError::bad_request("entryPointId: no such entry point in this project"))?;
+    check_project_id(body.project_id.as_deref(), &project)?;
+    let initial_message = match body.initial_message.as_deref().map(str::trim) {
+        Some("") => return Err(ApiError::bad_request("initialMessage: must not be empty")),
+        other => other.map(str::to_owned),
+    };
+    let id = store::create_conversation(
+        &state.pool,
+        &project,
+        body.entry_point_id,
+        body.subject.as_deref(),
+        body.source.as_deref(),
+    )
+    .await?
+    .ok_or_else(|| ApiError::bad_request("entryPointId: no such entry point in this project"))?;
+    // Everything else is an ordinary update of the new conversation.
+    let attributes =
+        AttributeChanges { user_id: body.user_id.clone().map(Some), priority: body.priority, ..Default::default() };
+    let action = initial_message.map(|text| {
+        UpdateAction::Append(NormalizedMessage {
+            idempotency_key: format!("initial:{id}"),
+            direction: Direction::Inbound,
+            sender: Sender { id: body.user_id.clone(), ..Default::default() },
+            subject: body.subject.clone(),
+            body: text,
+            attachments: vec![],
+            occurred_at: Utc::now(),
+            is_auto_reply: false,
+            metadata: Default::default(),
+            fingerprint: None,
+        })
+    });
+    if action.is_some() || !attributes.is_empty() {
+        let request = UpdateRequest {
+            project_id: project.clone(),
+            target: Target::Conversation(id),
+            action,
+            extras: MessageExtras { user_id: body.user_id, reject_reused_key: true, ..Default::default() },
+            attributes,
+        };
+        update::apply(&state.pool, &request).await?;
+    }
     let mut response = bundle(&state.pool, &project, id, &MessagePage::newest(read::DEFAULT_MESSAGES)).await?;
     *response.status_mut() = StatusCode::CREATED;
     Ok(response)

@@ -585,6 +585,7 @@ pub async fn create_conversation(
     project_id: &str,
     entry_point_id: Option<Uuid>,
     subject: Option<&str>,
+    source: Option<&str>,
 ) -> Result<Option<Uuid>, sqlx::Error> {
     let mut tx = pool.begin().await?;
     if let Some(ep) = entry_point_id {
@@ -598,11 +599,14 @@ pub async fn create_conversation(
         }
     }
     let id = Uuid::new_v4();
-    sqlx::query("INSERT INTO conversations (id, project_id, origin_entry_point_id, subject) VALUES ($1, $2, $3, $4)")
-        .bind(id)
-        .bind(project_id)
-        .bind(entry_point_id)
-        .bind(subject)
+    sqlx::query(
+        "INSERT INTO conversations (id, project_id, origin_entry_point_id, subject, source) VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(id)
+    .bind(project_id)
+    .bind(entry_point_id)
+    .bind(subject)
+    .bind(source)
         .execute(&mut *tx)
         .await?;
     if let Some(ep) = entry_point_id {

@@ -260,5 +260,144 @@ async fn list_filters_and_searches() {
     .await
     .unwrap();
     sqlx::query("RESET enable_seqscan").execute(&mut *conn).await.unwrap();
+    drop(conn);
+    api.call(Method::PATCH, &path_b, Some(json!({"type": "status", "status": "closed"}))).await;
+    assert_eq!(list("status=closed").await, vec![b.clone()]);
+    assert_eq!(list("status=open").await, vec![a.clone()]);
     assert!(plan.concat().contains("conversations_search_idx"), "{plan:?}");
+}
+
+fn last(body: &Value) -> &Value {
+    body["messages"].as_array().unwrap().last().unwrap()
+}
+
+#[tokio::test]
+async fn stack_auth_typed_bodies_through_the_one_update_logic() {
+    let api = Api::new().await;
+    let id = api.conversation("Typed").await;
+    let path = format!("/internal/conversations/{id}");
+    let (s, b) = api.call(Method::PATCH, &path, Some(inbound("in-1", "2025-05-01T10:00:00Z"))).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(b["conversation"]["status"], "open");
+    assert_eq!(b["conversation"]["priority"], "normal");
+    assert_eq!(b["conversation"]["source"], "webhook");
+    assert_eq!(last(&b)["sender"]["type"], "user");
+    assert_eq!(last(&b)["messageType"], "message");
+
+    // reply: trimmed, an agent message, moves open -> pending
+    let (s, b) = api
+        .call(Method::PATCH, &path, Some(json!({"type": "reply", "projectId": "acme", "body": "  On its way.  "})))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(last(&b)["body"], "On its way.");
+    assert_eq!(last(&b)["sender"]["type"], "agent");
+    assert_eq!(b["conversation"]["status"], "pending");
+    assert_eq!(b["conversation"]["lastMessageType"], "message");
+    let outbound_at = b["conversation"]["lastOutboundAt"].clone();
+    let first_response = b["conversation"]["metadata"]["firstResponseAt"].clone();
+    assert!(outbound_at.is_string() && first_response.is_string(), "{b}");
+
+    // internal note: on the timeline, but no outbound time, reply time or status change
+    let (s, b) = api.call(Method::PATCH, &path, Some(json!({"type": "internal-note", "body": "VIP, be nice"}))).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(last(&b)["messageType"], "internal-note");
+    assert_eq!(last(&b)["sender"]["type"], "agent");
+    let c = &b["conversation"];
+    assert_eq!(c["lastOutboundAt"], outbound_at);
+    assert_eq!(c["metadata"]["firstResponseAt"], first_response);
+    assert_eq!(c["metadata"]["lastAgentReplyAt"], outbound_at);
+    assert_eq!(c["lastMessageType"], "internal-note");
+    assert_eq!(c["status"], "pending");
+    assert_eq!(c["preview"], "On its way.");
+
+    // status: recorded on the timeline, closedAt follows
+    let (s, b) = api.call(Method::PATCH, &path, Some(json!({"type": "status", "status": "closed"}))).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(b["conversation"]["status"], "closed");
+    assert!(b["conversation"]["closedAt"].is_string());
+    assert_eq!(last(&b)["messageType"], "status-change");
+    assert_eq!(last(&b)["sender"]["type"], "system");
+    assert_eq!(last(&b)["metadata"]["toStatus"], "closed");
+    // the same status again records nothing
+    let (_, again) = api.call(Method::PATCH, &path, Some(json!({"type": "status", "status": "closed"}))).await;
+    assert_eq!(ids(&again), ids(&b));
+    // intake's rule, not Stack Auth's: a newer customer message reopens
+    let now = chrono::Utc::now().to_rfc3339();
+    let (_, b) = api.call(Method::PATCH, &path, Some(inbound("in-2", &now))).await;
+    assert_eq!(b["conversation"]["status"], "open");
+    assert_eq!(b["conversation"]["closedAt"], Value::Null);
+
+    // metadata: only the fields sent change
+    api.call(Method::PATCH, &path, Some(json!({"metadata": {"assignedToUserId": "agent-7", "tags": ["a"]}}))).await;
+    let (s, b) = api.call(Method::PATCH, &path, Some(json!({"type": "metadata", "priority": "urgent"}))).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let c = &b["conversation"];
+    assert_eq!(c["priority"], "urgent");
+    assert_eq!(c["metadata"]["assignedToUserId"], "agent-7");
+    assert_eq!(c["metadata"]["tags"], json!(["a"]));
+    let (_, b) =
+        api.call(Method::PATCH, &path, Some(json!({"type": "metadata", "tags": null, "assignedToUserId": null}))).await;
+    assert_eq!(b["conversation"]["metadata"]["tags"], json!([]));
+    assert_eq!(b["conversation"]["metadata"]["assignedToUserId"], Value::Null);
+    assert_eq!(b["conversation"]["priority"], "urgent");
+
+    // a reply with intake's idempotency key is applied once
+    let reply = json!({"type": "reply", "body": "Once", "id": "reply-1"});
+    let (_, first) = api.call(Method::PATCH, &path, Some(reply.clone())).await;
+    let (_, second) = api.call(Method::PATCH, &path, Some(reply)).await;
+    assert_eq!(ids(&first), ids(&second));
+
+    // errors
+    for (body, status, field) in [
+        (json!({"type": "reply", "body": "   "}), StatusCode::BAD_REQUEST, "body"),
+        (json!({"type": "reply", "body": "x", "projectId": "other"}), StatusCode::NOT_FOUND, ""),
+        (json!({"type": "status", "status": "gone"}), StatusCode::BAD_REQUEST, "status"),
+        (json!({"type": "metadata", "priority": "asap"}), StatusCode::BAD_REQUEST, "priority"),
+        (json!({"type": "metadata"}), StatusCode::BAD_REQUEST, "body"),
+        (json!({"type": "reply", "body": "x", "bodyHtml": "<b>x</b>"}), StatusCode::BAD_REQUEST, "bodyHtml"),
+        (json!({"type": "telepathy"}), StatusCode::BAD_REQUEST, "type"),
+    ] {
+        let (s, b) = api.call(Method::PATCH, &path, Some(body.clone())).await;
+        assert_eq!(s, status, "{body}: {b}");
+        assert!(b["error"]["message"].as_str().unwrap().starts_with(field), "{body}: {b}");
+    }
+    // another project's conversation is 404 for typed bodies too
+    let (s, _) = api.call_as(OTHER_TOKEN, Method::PATCH, &path, Some(json!({"type": "reply", "body": "x"}))).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn stack_auth_create_with_an_initial_message() {
+    let api = Api::new().await;
+    let (s, b) = api
+        .call(
+            Method::POST,
+            "/internal/conversations",
+            Some(json!({"projectId": "acme", "userId": "user-1", "subject": "Cannot log in",
+                "initialMessage": "  I am locked out  ", "priority": "high", "source": "chat"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    let c = &b["conversation"];
+    assert_eq!(c["status"], "open");
+    assert_eq!(c["priority"], "high");
+    assert_eq!(c["source"], "chat");
+    assert_eq!(c["userId"], "user-1");
+    assert_eq!(c["subject"], "Cannot log in");
+    assert!(c["lastInboundAt"].is_string());
+    assert_eq!(ids(&b).len(), 1);
+    assert_eq!(last(&b)["body"], "I am locked out");
+    assert_eq!(last(&b)["sender"]["type"], "user");
+    // without an entry point or a source it says api
+    let (s, b) = api.call(Method::POST, "/internal/conversations", Some(json!({"subject": "x"}))).await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    assert_eq!(b["conversation"]["source"], "api");
+    for (body, status) in [
+        (json!({"initialMessage": " "}), StatusCode::BAD_REQUEST),
+        (json!({"priority": "whenever"}), StatusCode::BAD_REQUEST),
+        (json!({"projectId": "other"}), StatusCode::NOT_FOUND),
+    ] {
+        let (s, b) = api.call(Method::POST, "/internal/conversations", Some(body.clone())).await;
+        assert_eq!(s, status, "{body}: {b}");
+    }
 }

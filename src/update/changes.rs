@@ -89,7 +89,7 @@ async fn unpreview(conn: &mut PgConnection, conversation_id: Uuid, key: &str) ->
     }
     let newest: Option<String> = sqlx::query_scalar(
         "SELECT coalesce(metadata->>'previewText', body) FROM messages
-          WHERE conversation_id = $1 AND metadata->>'deletedAt' IS NULL
+          WHERE conversation_id = $1 AND metadata->>'deletedAt' IS NULL AND message_type = 'message'
             AND coalesce(delivery_state, 'sent') = 'sent'
           ORDER BY occurred_at DESC, idempotency_key DESC LIMIT 1",
     )
