@@ -25,6 +25,7 @@ use crate::update::{
 };
 
 mod conversation_list;
+mod openapi;
 mod typed_bodies;
 
 #[derive(Clone)]
@@ -45,6 +46,7 @@ pub fn router(state: AppState) -> Router {
         .route("/internal/conversations/{conversation_id}/messages/{message_id}/resend", post(resend_message))
         .route("/internal/entry-points", post(create_entry_point).get(list_entry_points))
         .route("/internal/entry-points/{entry_point_id}", axum::routing::patch(patch_entry_point))
+        .route("/internal/openapi.json", get(|| async { Json(openapi::document()) }))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
@@ -271,7 +273,7 @@ fn double_option<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result
     Option::<T>::deserialize(d).map(Some)
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct PatchConversationBody {
     message: Option<MessageInput>,
@@ -286,13 +288,14 @@ struct PatchConversationBody {
     closed_at: Option<Option<DateTime<Utc>>>,
     /// null clears it (to `{}`), as null clears every other attribute.
     #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<Object>)]
     record_metadata: Option<Option<serde_json::Map<String, serde_json::Value>>>,
     /// Also sets closedAt (closed: now, unless already closed; open/pending: cleared).
     status: Option<ConversationStatus>,
     priority: Option<Priority>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct MetadataInput {
     /// null clears the tags (to `[]`).
@@ -308,7 +311,7 @@ struct MetadataInput {
     next_response_due_at: Option<Option<DateTime<Utc>>>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub(crate) struct SenderInput {
     id: Option<String>,
@@ -317,11 +320,12 @@ pub(crate) struct SenderInput {
     profile_image_url: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct MessageInput {
     /// The idempotency key.
     id: String,
+    #[schema(value_type = String, example = "inbound")]
     direction: Direction,
     sender: Option<SenderInput>,
     user_id: Option<String>,
@@ -334,12 +338,13 @@ struct MessageInput {
     #[serde(default)]
     is_auto_reply: bool,
     #[serde(default)]
+    #[schema(value_type = Object)]
     metadata: serde_json::Map<String, serde_json::Value>,
 }
 
 /// An attachment's metadata as a client sends it. Its own type (not the adapters'
 /// `Attachment`) so that an unknown field is refused like everywhere else in the body.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct AttachmentInput {
     filename: Option<String>,
@@ -425,7 +430,8 @@ async fn bundle(pool: &PgPool, project: &str, id: Uuid, page: &MessagePage) -> R
 }
 
 /// `?before=<nextCursor>&limit=N` of the conversation routes.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 struct MessagePageQuery {
     before: Option<String>,
@@ -585,7 +591,7 @@ async fn resend_message(
 
 /// intake's `{entryPointId, subject}` or Stack Auth's `{projectId, userId, subject,
 /// initialMessage, priority, source}`, or any mix.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct CreateConversationBody {
     project_id: Option<String>,
@@ -652,7 +658,7 @@ async fn create_conversation(
     Ok(response)
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct CreateEntryPointBody {
     channel_type: String,
@@ -708,9 +714,10 @@ async fn create_entry_point(
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct PatchEntryPointBody {
+    #[schema(value_type = Option<Object>)]
     metadata: Option<serde_json::Map<String, serde_json::Value>>,
     /// Replaces the list: send old and new secret while rotating, then only the new one.
     webhook_secrets: Option<Vec<String>>,

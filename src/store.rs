@@ -141,7 +141,7 @@ pub async fn project_for_token(pool: &PgPool, token: &str) -> Result<Option<Stri
         .await
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct EntryPointView {
     pub id: Uuid,
@@ -151,6 +151,7 @@ pub struct EntryPointView {
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub external_channel_id: String,
+    #[schema(value_type = Object)]
     pub metadata: serde_json::Value,
     /// Entry-point routes only: whether traffic that names no project (an MTA, a publisher
     /// without `x-intake-project`) comes here. Only the first project to register an external
@@ -350,7 +351,7 @@ pub async fn resolve_entry_point(
     }
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ConversationMetadataView {
     pub tags: Vec<String>,
@@ -363,7 +364,7 @@ pub struct ConversationMetadataView {
     pub last_agent_reply_at: Option<DateTime<Utc>>,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ConversationView {
     pub conversation_id: Uuid,
@@ -390,26 +391,29 @@ pub struct ConversationView {
     pub last_inbound_at: Option<DateTime<Utc>>,
     pub last_outbound_at: Option<DateTime<Utc>>,
     pub closed_at: Option<DateTime<Utc>>,
+    #[schema(value_type = Object)]
     pub record_metadata: serde_json::Value,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SenderView {
     /// `user` (the customer), `agent`, or `system` (status changes).
     #[serde(rename = "type")]
+    #[schema(value_type = String)]
     pub sender_type: &'static str,
     pub id: Option<String>,
     pub display_name: Option<String>,
     pub primary_email: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct MessageView {
     pub id: String,
     pub conversation_id: Uuid,
     pub subject: Option<String>,
+    #[schema(value_type = Vec<Object>)]
     pub attachments: serde_json::Value,
     pub created_at: DateTime<Utc>,
     pub sender: SenderView,
@@ -418,12 +422,13 @@ pub struct MessageView {
     pub body: String,
     /// `message`, `internal-note` or `status-change`.
     pub message_type: String,
+    #[schema(value_type = Object)]
     pub metadata: serde_json::Value,
 }
 
 /// The response body of the conversations API: the conversation, a page of its messages
 /// (the newest, oldest first) and its entry points.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ConversationBundle {
     pub conversation: ConversationView,

@@ -401,3 +401,176 @@ async fn stack_auth_create_with_an_initial_message() {
         assert_eq!(s, status, "{body}: {b}");
     }
 }
+
+/// Errors of `value` against `schema` (a subset of JSON Schema: $ref, oneOf/anyOf/allOf, type,
+/// required, properties — a field the document does not name is an error — and items).
+fn schema_errors(doc: &Value, schema: &Value, value: &Value, at: &str) -> Vec<String> {
+    if let Some(reference) = schema["$ref"].as_str() {
+        let name = reference.trim_start_matches("#/components/schemas/");
+        return schema_errors(doc, &doc["components"]["schemas"][name], value, at);
+    }
+    for key in ["oneOf", "anyOf"] {
+        if let Some(options) = schema[key].as_array() {
+            return if options.iter().any(|s| schema_errors(doc, s, value, at).is_empty()) {
+                vec![]
+            } else {
+                vec![format!("{at}: matches none of {key}")]
+            };
+        }
+    }
+    if let Some(all) = schema["allOf"].as_array() {
+        // one object schema of all the parts' properties and required fields
+        let mut merged = json!({"type": "object", "properties": {}, "required": []});
+        for part in all {
+            let part = match part["$ref"].as_str() {
+                Some(r) => &doc["components"]["schemas"][r.trim_start_matches("#/components/schemas/")],
+                None => part,
+            };
+            for (k, v) in part["properties"].as_object().into_iter().flatten() {
+                merged["properties"][k] = v.clone();
+            }
+            for r in part["required"].as_array().into_iter().flatten() {
+                merged["required"].as_array_mut().unwrap().push(r.clone());
+            }
+        }
+        return schema_errors(doc, &merged, value, at);
+    }
+    let types: Vec<&str> = match &schema["type"] {
+        Value::String(t) => vec![t.as_str()],
+        Value::Array(ts) => ts.iter().filter_map(|t| t.as_str()).collect(),
+        _ => vec![],
+    };
+    let kind = match value {
+        Value::Null => "null",
+        Value::Bool(_) => "boolean",
+        Value::Number(n) if n.is_i64() || n.is_u64() => "integer",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    };
+    let fits = types.is_empty() || types.contains(&kind) || (kind == "integer" && types.contains(&"number"));
+    if !fits {
+        return vec![format!("{at}: {kind}, the document says {types:?}")];
+    }
+    let mut errors = vec![];
+    match value {
+        Value::Object(map) => {
+            for field in schema["required"].as_array().into_iter().flatten() {
+                if !map.contains_key(field.as_str().unwrap()) {
+                    errors.push(format!("{at}.{field}: required, missing"));
+                }
+            }
+            if let Some(properties) = schema["properties"].as_object() {
+                for (k, v) in map {
+                    match properties.get(k) {
+                        Some(s) => errors.extend(schema_errors(doc, s, v, &format!("{at}.{k}"))),
+                        None => errors.push(format!("{at}.{k}: not in the document")),
+                    }
+                }
+            }
+        }
+        Value::Array(items) if schema.get("items").is_some() => {
+            for (i, v) in items.iter().enumerate() {
+                errors.extend(schema_errors(doc, &schema["items"], v, &format!("{at}[{i}]")));
+            }
+        }
+        _ => {}
+    }
+    errors
+}
+
+#[tokio::test]
+async fn openapi_document_covers_every_route_and_matches_real_responses() {
+    let api = Api::new().await;
+    let (s, doc) = api.call(Method::GET, "/internal/openapi.json", None).await;
+    assert_eq!(s, StatusCode::OK, "{doc}");
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"), "{}", doc["openapi"]);
+    let routes = [
+        ("get", "/internal/conversations"),
+        ("post", "/internal/conversations"),
+        ("get", "/internal/conversations/{conversationId}"),
+        ("patch", "/internal/conversations/{conversationId}"),
+        ("post", "/internal/conversations/{conversationId}/messages/{messageId}/resend"),
+        ("get", "/internal/entry-points"),
+        ("post", "/internal/entry-points"),
+        ("patch", "/internal/entry-points/{entryPointId}"),
+        ("get", "/internal/openapi.json"),
+        ("get", "/healthz"),
+        ("get", "/readyz"),
+        ("get", "/metrics"),
+    ];
+    let documented: usize = doc["paths"].as_object().unwrap().values().map(|p| p.as_object().unwrap().len()).sum();
+    assert_eq!(documented, routes.len(), "every route, and only the routes, are documented");
+    for (method, path) in routes {
+        assert!(doc["paths"][path][method].is_object(), "{method} {path} is not in the document");
+    }
+    let response_schema = |method: &str, path: &str, status: &str| {
+        doc["paths"][path][method]["responses"][status]["content"]["application/json"]["schema"].clone()
+    };
+    let check = |schema: Value, body: &Value, what: &str| {
+        assert!(!schema.is_null(), "{what}: no schema");
+        let errors = schema_errors(&doc, &schema, body, "$");
+        assert!(errors.is_empty(), "{what}: {errors:#?}\n{body}");
+    };
+
+    // real responses of every JSON route
+    let id = api.conversation("Documented").await;
+    let path = format!("/internal/conversations/{id}");
+    let (_, created) = api
+        .call(
+            Method::POST,
+            "/internal/conversations",
+            Some(json!({"subject": "x", "initialMessage": "hi", "userId": "u"})),
+        )
+        .await;
+    check(response_schema("post", "/internal/conversations", "201"), &created, "POST conversations");
+    let mut patched = vec![];
+    for body in [
+        inbound("doc-1", "2025-05-01T10:00:00Z"),
+        json!({"type": "reply", "body": "ok"}),
+        json!({"type": "internal-note", "body": "note"}),
+        json!({"type": "status", "status": "closed"}),
+        json!({"type": "metadata", "priority": "high", "tags": ["t"]}),
+        json!({"message": {"id": "doc-2", "direction": "inbound", "body": "file",
+            "attachments": [{"filename": "a.txt", "contentType": "text/plain", "size": 1}]}}),
+    ] {
+        let (s, b) = api.call(Method::PATCH, &path, Some(body.clone())).await;
+        assert_eq!(s, StatusCode::OK, "{b}");
+        patched.push(b);
+    }
+    for b in &patched {
+        check(response_schema("patch", "/internal/conversations/{conversationId}", "200"), b, "PATCH");
+    }
+    let (_, page) = api.call(Method::GET, &format!("{path}?limit=2"), None).await;
+    check(response_schema("get", "/internal/conversations/{conversationId}", "200"), &page, "GET conversation");
+    let (_, list) = api.call(Method::GET, "/internal/conversations?limit=1", None).await;
+    check(response_schema("get", "/internal/conversations", "200"), &list, "GET conversations");
+    let (_, eps) = api.call(Method::GET, "/internal/entry-points", None).await;
+    check(response_schema("get", "/internal/entry-points", "200"), &eps, "GET entry points");
+    let ep_id = eps["entryPoints"][0]["id"].as_str().unwrap();
+    let (s, ep) =
+        api.call(Method::PATCH, &format!("/internal/entry-points/{ep_id}"), Some(json!({"metadata": {"k": 1}}))).await;
+    assert_eq!(s, StatusCode::OK, "{ep}");
+    check(response_schema("patch", "/internal/entry-points/{entryPointId}", "200"), &ep, "PATCH entry point");
+    let (s, ep) = api
+        .call(
+            Method::POST,
+            "/internal/entry-points",
+            Some(json!({"channelType": "chat", "adapterKey": "slack", "externalChannelId": "C1"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{ep}");
+    check(response_schema("post", "/internal/entry-points", "201"), &ep, "POST entry point");
+    let (s, err) = api.call(Method::PATCH, &path, Some(json!({"type": "reply", "body": ""}))).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    check(response_schema("patch", "/internal/conversations/{conversationId}", "400"), &err, "error");
+    // and the request schemas know the bodies: a typed body is one of the PATCH body's options
+    let request = &doc["paths"]["/internal/conversations/{conversationId}"]["patch"]["requestBody"]["content"]
+        ["application/json"]["schema"];
+    for body in [json!({"type": "status", "status": "open"}), json!({"subject": "s"})] {
+        let errors = schema_errors(&doc, request, &body, "$");
+        assert!(errors.is_empty(), "{body}: {errors:?}");
+    }
+    assert!(!schema_errors(&doc, request, &json!({"type": "status", "colour": "red"}), "$").is_empty());
+}

@@ -11,9 +11,10 @@ use uuid::Uuid;
 use super::{check_project_id, parse_limit, parse_query, ApiError, AppState, Project};
 use crate::read::{self, ConversationFilter};
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct ListQuery {
+pub(super) struct ListQuery {
     project_id: Option<String>,
     query: Option<String>,
     status: Option<String>,

@@ -20,7 +20,7 @@ pub(super) enum TypedPatchBody {
 }
 
 /// `reply` and `internal-note`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub(super) struct TextBody {
     project_id: Option<String>,
@@ -32,7 +32,7 @@ pub(super) struct TextBody {
     sender: Option<super::SenderInput>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub(super) struct StatusBody {
     project_id: Option<String>,
@@ -40,7 +40,7 @@ pub(super) struct StatusBody {
 }
 
 /// Only the fields sent change (Stack Auth clears omitted ones); null clears.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub(super) struct MetadataBody {
     project_id: Option<String>,

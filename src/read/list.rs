@@ -29,7 +29,7 @@ pub struct ConversationFilter {
     pub query: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ConversationList {
     pub conversations: Vec<ConversationView>,
