@@ -29,7 +29,7 @@ pub(super) struct TextBody {
     /// Without it every request is a new message, as in Stack Auth.
     id: Option<String>,
     /// intake's addition: the agent who writes.
-    sender: Option<super::SenderInput>,
+    sender: Option<super::patch_body::SenderInput>,
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
