@@ -3,22 +3,30 @@
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, State};
+use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, RawQuery, State};
 use axum::http::request::Parts;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use chrono::{DateTime, Utc};
-use intake_adapters::{Attachment, ChannelType, Direction, NormalizedMessage, Sender, UpdateAction};
+use chrono::Utc;
+use intake_adapters::{ChannelType, Direction, NormalizedMessage, Sender, UpdateAction};
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Deserializer};
+use serde::Deserialize;
 use serde_json::json;
 use sqlx::PgPool;
 use uuid::Uuid;
 
+use crate::read::{self, MessagePage};
 use crate::store::{self, EntryPointError};
-use crate::update::{self, AttributeChanges, MessageExtras, Target, UpdateError, UpdateRequest};
+use crate::update::{self, AttributeChanges, MessageExtras, MessageType, Priority, Target, UpdateError, UpdateRequest};
+
+mod conversation_list;
+mod openapi;
+mod patch_body;
+mod typed_bodies;
+
+use patch_body::{double_option, PatchConversationBody};
 
 #[derive(Clone)]
 pub struct AppState {
@@ -33,11 +41,12 @@ pub fn router(state: AppState) -> Router {
     let body_limit = state.body_limit;
     crate::metrics::handle(); // install the recorder before anything counts
     Router::new()
-        .route("/internal/conversations", post(create_conversation))
+        .route("/internal/conversations", post(create_conversation).get(conversation_list::list_conversations))
         .route("/internal/conversations/{conversation_id}", get(get_conversation).patch(patch_conversation))
         .route("/internal/conversations/{conversation_id}/messages/{message_id}/resend", post(resend_message))
         .route("/internal/entry-points", post(create_entry_point).get(list_entry_points))
         .route("/internal/entry-points/{entry_point_id}", axum::routing::patch(patch_entry_point))
+        .route("/internal/openapi.json", get(|| async { Json(openapi::document()) }))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
@@ -86,10 +95,10 @@ impl ApiError {
     pub(crate) fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
         Self { status, code, message: message.into() }
     }
-    fn bad_request(message: impl Into<String>) -> Self {
+    pub(crate) fn bad_request(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "invalid_request", message)
     }
-    fn not_found(what: &str) -> Self {
+    pub(crate) fn not_found(what: &str) -> Self {
         Self::new(StatusCode::NOT_FOUND, "not_found", format!("{what} not found"))
     }
     /// A body over the configured limit (the API's and the gateway's).
@@ -146,6 +155,11 @@ impl From<UpdateError> for ApiError {
 
 /// Read a JSON body, turning every failure into a 4xx that names the field.
 fn parse_body<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> Result<T, ApiError> {
+    from_json(parse_json(body)?)
+}
+
+/// The body as JSON (refusing what PostgreSQL cannot store), before it is read as a type.
+fn parse_json(body: Result<Bytes, BytesRejection>) -> Result<serde_json::Value, ApiError> {
     let bytes = body.map_err(|rejection| {
         if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::payload_too_large()
@@ -158,6 +172,11 @@ fn parse_body<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> Resul
     if let Some(path) = nul_path(&bytes, &json) {
         return Err(ApiError::bad_request(format!("{path}: contains U+0000, which cannot be stored")));
     }
+    Ok(json)
+}
+
+/// Read JSON as `T`; a 400 names the field that does not fit.
+fn from_json<T: DeserializeOwned>(json: serde_json::Value) -> Result<T, ApiError> {
     serde_path_to_error::deserialize(json).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
@@ -210,6 +229,15 @@ fn nul_path(raw: &[u8], value: &serde_json::Value) -> Option<String> {
     })
 }
 
+/// Stack Auth's clients send `projectId`; it must be the token's project. Another project's
+/// id answers 404, as another project's conversation does.
+pub(crate) fn check_project_id(sent: Option<&str>, project: &str) -> Result<(), ApiError> {
+    match sent {
+        Some(sent) if sent != project => Err(ApiError::not_found("project")),
+        _ => Ok(()),
+    }
+}
+
 // ---------- auth ----------
 
 /// The project the bearer token belongs to.
@@ -240,122 +268,59 @@ impl FromRequestParts<AppState> for Project {
 
 // ---------- request shapes ----------
 
-/// `Some(None)` for an explicit null, `None` when the field is absent.
-fn double_option<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<Option<T>>, D::Error> {
-    Option::<T>::deserialize(d).map(Some)
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct PatchConversationBody {
-    message: Option<MessageInput>,
-    #[serde(default, deserialize_with = "double_option")]
-    subject: Option<Option<String>>,
-    metadata: Option<MetadataInput>,
-    #[serde(default, deserialize_with = "double_option")]
-    user_id: Option<Option<String>>,
-    #[serde(default, deserialize_with = "double_option")]
-    team_id: Option<Option<String>>,
-    #[serde(default, deserialize_with = "double_option")]
-    closed_at: Option<Option<DateTime<Utc>>>,
-    record_metadata: Option<serde_json::Map<String, serde_json::Value>>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct MetadataInput {
-    tags: Option<Vec<String>>,
-    #[serde(default, deserialize_with = "double_option")]
-    assigned_to_user_id: Option<Option<String>>,
-    #[serde(default, deserialize_with = "double_option")]
-    assigned_to_display_name: Option<Option<String>>,
-    #[serde(default, deserialize_with = "double_option")]
-    first_response_due_at: Option<Option<DateTime<Utc>>>,
-    #[serde(default, deserialize_with = "double_option")]
-    next_response_due_at: Option<Option<DateTime<Utc>>>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct SenderInput {
-    id: Option<String>,
-    display_name: Option<String>,
-    primary_email: Option<String>,
-    profile_image_url: Option<String>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct MessageInput {
-    /// The idempotency key.
-    id: String,
-    direction: Direction,
-    sender: Option<SenderInput>,
-    user_id: Option<String>,
-    team_id: Option<String>,
-    subject: Option<String>,
-    body: String,
-    #[serde(default)]
-    attachments: Vec<Attachment>,
-    created_at: Option<DateTime<Utc>>,
-    #[serde(default)]
-    is_auto_reply: bool,
-    #[serde(default)]
-    metadata: serde_json::Map<String, serde_json::Value>,
-}
-
-impl PatchConversationBody {
-    fn into_request(self, project_id: String, conversation_id: Uuid) -> UpdateRequest {
-        let metadata = self.metadata;
-        let attributes = AttributeChanges {
-            subject: self.subject,
-            tags: metadata.as_ref().and_then(|m| m.tags.clone()),
-            assigned_to_user_id: metadata.as_ref().and_then(|m| m.assigned_to_user_id.clone()),
-            assigned_to_display_name: metadata.as_ref().and_then(|m| m.assigned_to_display_name.clone()),
-            first_response_due_at: metadata.as_ref().and_then(|m| m.first_response_due_at),
-            next_response_due_at: metadata.as_ref().and_then(|m| m.next_response_due_at),
-            user_id: self.user_id,
-            team_id: self.team_id,
-            closed_at: self.closed_at,
-            record_metadata: self.record_metadata,
-        };
-        let mut extras = MessageExtras::default();
-        let action = self.message.map(|m| {
-            extras =
-                MessageExtras { user_id: m.user_id, team_id: m.team_id, reject_reused_key: true, ..Default::default() };
-            let sender = m.sender.map_or_else(Sender::default, |s| Sender {
-                id: s.id,
-                display_name: s.display_name,
-                primary_email: s.primary_email,
-                profile_image_url: s.profile_image_url,
-            });
-            UpdateAction::Append(NormalizedMessage {
-                idempotency_key: m.id,
-                direction: m.direction,
-                sender,
-                subject: m.subject,
-                body: m.body,
-                attachments: m.attachments,
-                occurred_at: m.created_at.unwrap_or_else(Utc::now),
-                is_auto_reply: m.is_auto_reply,
-                metadata: m.metadata,
-                fingerprint: None,
-            })
-        });
-        UpdateRequest { project_id, target: Target::Conversation(conversation_id), action, extras, attributes }
-    }
-}
-
 fn parse_conversation_id(raw: &str) -> Result<Uuid, ApiError> {
     Uuid::parse_str(raw).map_err(|_| ApiError::bad_request(format!("conversationId: `{raw}` is not a UUID")))
 }
 
 // ---------- handlers ----------
 
-async fn bundle(pool: &PgPool, project: &str, id: Uuid) -> Result<Response, ApiError> {
+/// The conversation with a page of its messages (the newest `limit` unless `before` says).
+async fn bundle(pool: &PgPool, project: &str, id: Uuid, page: &MessagePage) -> Result<Response, ApiError> {
     let bundle =
-        store::load_conversation(pool, project, id).await?.ok_or_else(|| ApiError::not_found("conversation"))?;
+        read::conversation_page(pool, project, id, page).await?.ok_or_else(|| ApiError::not_found("conversation"))?;
     Ok(Json(bundle).into_response())
+}
+
+/// `?before=<nextCursor>&limit=N` of the conversation routes.
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+struct MessagePageQuery {
+    before: Option<String>,
+    limit: Option<String>,
+}
+
+/// Parse a query string into `T`, answering 400 naming the parameter.
+pub(crate) fn parse_query<T: DeserializeOwned + Default>(raw: Option<&str>) -> Result<T, ApiError> {
+    let Some(raw) = raw.filter(|r| !r.is_empty()) else { return Ok(T::default()) };
+    serde_urlencoded::from_str(raw).map_err(|e| ApiError::bad_request(format!("query: {e}")))
+}
+
+/// A page size in `1..=max`, `default` when absent.
+pub(crate) fn parse_limit(raw: Option<&str>, default: usize, max: usize) -> Result<usize, ApiError> {
+    match raw {
+        None => Ok(default),
+        Some(raw) => raw
+            .trim()
+            .parse::<usize>()
+            .ok()
+            .filter(|l| (1..=max).contains(l))
+            .ok_or_else(|| ApiError::bad_request(format!("limit: `{raw}` is not a whole number from 1 to {max}"))),
+    }
+}
+
+impl MessagePageQuery {
+    fn page(&self) -> Result<MessagePage, ApiError> {
+        let limit = parse_limit(self.limit.as_deref(), read::DEFAULT_MESSAGES, read::MAX_MESSAGES)?;
+        let before = match &self.before {
+            None => None,
+            Some(raw) => Some(
+                read::Cursor::decode(raw)
+                    .ok_or_else(|| ApiError::bad_request("before: not a nextCursor this API returned"))?,
+            ),
+        };
+        Ok(MessagePage { before, limit: Some(limit) })
+    }
 }
 
 #[tracing::instrument(skip_all, fields(project, conversation_id = %raw_id))]
@@ -363,9 +328,11 @@ async fn get_conversation(
     State(state): State<AppState>,
     Project(project): Project,
     Path(raw_id): Path<String>,
+    RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
     let id = parse_conversation_id(&raw_id)?;
-    bundle(&state.pool, &project, id).await
+    let page = parse_query::<MessagePageQuery>(query.as_deref())?.page()?;
+    bundle(&state.pool, &project, id, &page).await
 }
 
 #[tracing::instrument(skip_all, fields(project, conversation_id = %raw_id, message_id))]
@@ -373,15 +340,22 @@ async fn patch_conversation(
     State(state): State<AppState>,
     Project(project): Project,
     Path(raw_id): Path<String>,
+    RawQuery(query): RawQuery,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let id = parse_conversation_id(&raw_id)?;
-    let body: PatchConversationBody = parse_body(body)?;
-    let mut request = body.into_request(project.clone(), id);
+    let page = parse_query::<MessagePageQuery>(query.as_deref())?.page()?;
+    let json = parse_json(body)?;
+    // Stack Auth's clients send one of four bodies named by `type`; intake's own has no `type`.
+    let mut request = if json.get("type").is_some() {
+        typed_bodies::TypedPatchBody::parse(json)?.into_request(&project, id)?
+    } else {
+        from_json::<PatchConversationBody>(json)?.into_request(project.clone(), id)
+    };
     let mut send_by_email = None;
     if let Some(UpdateAction::Append(m)) = &request.action {
         tracing::Span::current().record("message_id", m.idempotency_key.as_str());
-        if m.direction == Direction::Outbound {
+        if m.direction == Direction::Outbound && request.extras.message_type == MessageType::Message {
             if let Some(queue) = &state.outbound_email {
                 if let Some(adapter_key) = store::origin_email_adapter(&state.pool, &project, id).await? {
                     send_by_email = Some((queue.clone(), adapter_key, m.idempotency_key.clone()));
@@ -415,7 +389,7 @@ async fn patch_conversation(
             })?;
         }
     }
-    bundle(&state.pool, &project, outcome.conversation_id).await
+    bundle(&state.pool, &project, outcome.conversation_id, &page).await
 }
 
 /// `POST /internal/conversations/{conversationId}/messages/{messageId}/resend`: send a failed
@@ -428,10 +402,7 @@ async fn resend_message(
 ) -> Result<Response, ApiError> {
     let id = parse_conversation_id(&raw_id)?;
     let not_resendable = |m: String| ApiError::new(StatusCode::CONFLICT, "not_resendable", m);
-    let found = store::load_conversation(&state.pool, &project, id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("conversation"))?;
-    if !found.messages.iter().any(|m| m.id == key) {
+    if store::load_message(&state.pool, &project, id, &key).await?.is_none() {
         return Err(ApiError::not_found("message"));
     }
     let Some(queue) = &state.outbound_email else {
@@ -465,18 +436,26 @@ async fn resend_message(
             format!("the message is pending but could not be queued for sending ({e}); repeat the request"),
         )
     })?;
-    let bundle = store::load_conversation(&state.pool, &project, id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("conversation"))?;
-    let message = bundle.messages.into_iter().find(|m| m.id == key).ok_or_else(|| ApiError::not_found("message"))?;
+    let message =
+        store::load_message(&state.pool, &project, id, &key).await?.ok_or_else(|| ApiError::not_found("message"))?;
     Ok((StatusCode::ACCEPTED, Json(message)).into_response())
 }
 
-#[derive(Debug, Deserialize)]
+/// intake's `{entryPointId, subject}` or Stack Auth's `{projectId, userId, subject,
+/// initialMessage, priority, source}`, or any mix.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct CreateConversationBody {
+    project_id: Option<String>,
     entry_point_id: Option<Uuid>,
     subject: Option<String>,
+    /// The customer the conversation is with.
+    user_id: Option<String>,
+    /// The customer's first message (inbound, from `userId`); trimmed, must not be empty.
+    initial_message: Option<String>,
+    priority: Option<Priority>,
+    /// Free text, e.g. `chat`, `email`, `manual`; default: the entry point's channel type, else `api`.
+    source: Option<String>,
 }
 
 async fn create_conversation(
@@ -485,15 +464,53 @@ async fn create_conversation(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let body: CreateConversationBody = parse_body(body)?;
-    let id = store::create_conversation(&state.pool, &project, body.entry_point_id, body.subject.as_deref())
-        .await?
-        .ok_or_else(|| ApiError::bad_request("entryPointId: no such entry point in this project"))?;
-    let mut response = bundle(&state.pool, &project, id).await?;
+    check_project_id(body.project_id.as_deref(), &project)?;
+    let initial_message = match body.initial_message.as_deref().map(str::trim) {
+        Some("") => return Err(ApiError::bad_request("initialMessage: must not be empty")),
+        other => other.map(str::to_owned),
+    };
+    let id = store::create_conversation(
+        &state.pool,
+        &project,
+        body.entry_point_id,
+        body.subject.as_deref(),
+        body.source.as_deref(),
+    )
+    .await?
+    .ok_or_else(|| ApiError::bad_request("entryPointId: no such entry point in this project"))?;
+    // Everything else is an ordinary update of the new conversation.
+    let attributes =
+        AttributeChanges { user_id: body.user_id.clone().map(Some), priority: body.priority, ..Default::default() };
+    let action = initial_message.map(|text| {
+        UpdateAction::Append(NormalizedMessage {
+            idempotency_key: format!("initial:{id}"),
+            direction: Direction::Inbound,
+            sender: Sender { id: body.user_id.clone(), ..Default::default() },
+            subject: body.subject.clone(),
+            body: text,
+            attachments: vec![],
+            occurred_at: Utc::now(),
+            is_auto_reply: false,
+            metadata: Default::default(),
+            fingerprint: None,
+        })
+    });
+    if action.is_some() || !attributes.is_empty() {
+        let request = UpdateRequest {
+            project_id: project.clone(),
+            target: Target::Conversation(id),
+            action,
+            extras: MessageExtras { user_id: body.user_id, reject_reused_key: true, ..Default::default() },
+            attributes,
+        };
+        update::apply(&state.pool, &request).await?;
+    }
+    let mut response = bundle(&state.pool, &project, id, &MessagePage::newest(read::DEFAULT_MESSAGES)).await?;
     *response.status_mut() = StatusCode::CREATED;
     Ok(response)
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct CreateEntryPointBody {
     channel_type: String,
@@ -549,9 +566,10 @@ async fn create_entry_point(
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct PatchEntryPointBody {
+    #[schema(value_type = Option<Object>)]
     metadata: Option<serde_json::Map<String, serde_json::Value>>,
     /// Replaces the list: send old and new secret while rotating, then only the new one.
     webhook_secrets: Option<Vec<String>>,

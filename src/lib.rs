@@ -9,6 +9,7 @@ pub mod gateway;
 pub mod http;
 pub mod inbound_parse;
 pub mod metrics;
+pub mod read;
 pub mod smtp;
 pub mod smtpd;
 pub mod store;

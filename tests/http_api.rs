@@ -215,6 +215,32 @@ async fn patch_updates_attributes_and_null_clears() {
     assert_eq!(c["metadata"]["assignedToDisplayName"], "Kim");
     assert_eq!(c["closedAt"], Value::Null);
     assert_eq!(c["subject"], "Parcel late");
+    // null clears recordMetadata and tags too
+    let (s, body) = api
+        .call(Method::PATCH, &path, Some(TOKEN), Some(json!({"metadata": {"tags": null}, "recordMetadata": null})))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    assert_eq!(body["conversation"]["metadata"]["tags"], json!([]));
+    assert_eq!(body["conversation"]["recordMetadata"], json!({}));
+}
+
+#[tokio::test]
+async fn attachments_refuse_unknown_fields() {
+    let api = Api::new(1 << 20).await;
+    let id = api.conversation().await;
+    let path = format!("/internal/conversations/{id}");
+    let mut body = inbound("att-1", "2025-05-01T12:00:00Z");
+    body["message"]["attachments"] = json!([{"filename": "a.pdf", "contentType": "application/pdf", "size": 3,
+        "contentId": "c1", "sha256": "ab", "url": "https://x/a.pdf", "inline": false}]);
+    let (s, b) = api.call(Method::PATCH, &path, Some(TOKEN), Some(body.clone())).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(b["messages"][0]["attachments"][0]["filename"], "a.pdf");
+    body["message"]["id"] = json!("att-2");
+    body["message"]["attachments"][0]["fileName"] = json!("typo.pdf");
+    let (s, b) = api.call(Method::PATCH, &path, Some(TOKEN), Some(body)).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{b}");
+    let m = b["error"]["message"].as_str().unwrap();
+    assert!(m.contains("message.attachments[0]") && m.contains("fileName"), "{m}");
 }
 
 #[tokio::test]

@@ -1,14 +1,20 @@
-//! Conversation attribute changes.
+//! Conversation attribute changes, and the `status-change` timeline message they record.
 
 use super::*;
 use sqlx::{PgConnection, Postgres, QueryBuilder};
 use uuid::Uuid;
 
+/// The conversation row is locked by the caller.
 pub(super) async fn update_attributes(
     conn: &mut PgConnection,
     conversation_id: Uuid,
     changes: &AttributeChanges,
 ) -> Result<(), sqlx::Error> {
+    let (project_id, status_before): (String, String) =
+        sqlx::query_as("SELECT project_id, status FROM conversations WHERE id = $1")
+            .bind(conversation_id)
+            .fetch_one(&mut *conn)
+            .await?;
     let mut q: QueryBuilder<Postgres> = QueryBuilder::new(
         "UPDATE conversations SET last_activity_at = GREATEST(last_activity_at, now()), updated_at = now()",
     );
@@ -35,7 +41,60 @@ pub(super) async fn update_attributes(
     if let Some(record) = &changes.record_metadata {
         q.push(", record_metadata = ").push_bind(serde_json::Value::Object(record.clone()));
     }
-    q.push(" WHERE id = ").push_bind(conversation_id);
-    q.build().execute(conn).await?;
+    if let Some(priority) = changes.priority {
+        q.push(", priority = ").push_bind(priority.as_str());
+    }
+    // status and closedAt say the same thing twice; whichever was sent sets the other.
+    match (changes.status, &changes.closed_at) {
+        (Some(status), closed_at) => {
+            q.push(", status = ").push_bind(status.as_str());
+            if closed_at.is_none() {
+                q.push(", closed_at = CASE WHEN ")
+                    .push_bind(status == ConversationStatus::Closed)
+                    .push(" THEN coalesce(closed_at, now()) END");
+            }
+        }
+        (None, Some(Some(_))) => {
+            q.push(", status = 'closed'");
+        }
+        (None, Some(None)) => {
+            q.push(", status = CASE WHEN status = 'closed' THEN 'open' ELSE status END");
+        }
+        (None, None) => {}
+    }
+    q.push(" WHERE id = ").push_bind(conversation_id).push(" RETURNING status");
+    let status_after: String = q.build_query_scalar().fetch_one(&mut *conn).await?;
+    // Only a status the caller sent is recorded; closedAt alone (intake's older attribute) and
+    // the transitions messages cause change it silently.
+    if changes.status.is_some() && status_after != status_before {
+        record_status_change(conn, &project_id, conversation_id, &status_before, &status_after).await?;
+    }
+    Ok(())
+}
+
+/// A `status-change` message on the timeline (sender type `system`). It is no message of the
+/// customer or an agent: no timestamp, preview or reply time follows it.
+async fn record_status_change(
+    conn: &mut PgConnection,
+    project_id: &str,
+    conversation_id: Uuid,
+    from: &str,
+    to: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO messages (id, project_id, conversation_id, idempotency_key, direction, body, metadata,
+                               occurred_at, message_type)
+         VALUES ($1, $2, $3, $4, 'outbound', $5, jsonb_build_object('fromStatus', $6::text, 'toStatus', $7::text),
+                 now(), 'status-change')",
+    )
+    .bind(Uuid::new_v4())
+    .bind(project_id)
+    .bind(conversation_id)
+    .bind(format!("status-change:{}", Uuid::new_v4()))
+    .bind(format!("Status changed from {from} to {to}"))
+    .bind(from)
+    .bind(to)
+    .execute(conn)
+    .await?;
     Ok(())
 }

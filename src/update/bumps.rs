@@ -6,24 +6,14 @@ use intake_adapters::{preview_of, Direction, NormalizedMessage};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-/// Fold one new message into the conversation row, forward-only.
+/// Fold one new message into the conversation row, forward-only. `customer_id` is the one
+/// the insert resolved (passed on rather than read back: no lookup per message).
 pub(super) async fn bump_for_message(
     conn: &mut PgConnection,
     conversation_id: Uuid,
     message: &NormalizedMessage,
+    customer_id: Option<Uuid>,
 ) -> Result<(), sqlx::Error> {
-    let customer_reply = message.direction == Direction::Inbound && !message.is_auto_reply;
-    let customer_id: Option<Uuid> = if customer_reply {
-        sqlx::query_scalar::<_, Option<Uuid>>(
-            "SELECT customer_id FROM messages WHERE conversation_id = $1 AND idempotency_key = $2",
-        )
-        .bind(conversation_id)
-        .bind(&message.idempotency_key)
-        .fetch_one(&mut *conn)
-        .await?
-    } else {
-        None
-    };
     let mut bumps = Bumps::default();
     bumps.push(conversation_id, message, customer_id);
     bumps.execute(conn).await
@@ -103,13 +93,30 @@ impl Bumps {
             profile_at = CASE WHEN m.customer_reply THEN GREATEST(c.profile_at, m.at) ELSE c.profile_at END,
             closed_at = CASE WHEN m.customer_reply AND c.closed_at IS NOT NULL AND m.at > c.closed_at THEN NULL
                              ELSE c.closed_at END,
+            -- Stack Auth's transitions (an agent reply: pending; a customer message: open), as a
+            -- function of the forward-only reply times so that any arrival order gives the same
+            -- status (a tie is the customer's); a customer message also reopens a closed one,
+            -- as it clears closedAt. Other messages (auto-replies) leave it.
+            status = CASE
+                WHEN NOT m.customer_reply AND (m.inbound OR m.auto) THEN c.status
+                WHEN c.status = 'closed' AND NOT (m.customer_reply AND c.closed_at IS NOT NULL AND m.at > c.closed_at)
+                    THEN 'closed'
+                WHEN m.customer_reply AND (c.last_agent_reply_at IS NULL OR GREATEST(c.last_customer_reply_at, m.at)
+                                                                            >= c.last_agent_reply_at)
+                    THEN 'open'
+                WHEN NOT m.customer_reply AND c.last_customer_reply_at IS NOT NULL
+                     AND c.last_customer_reply_at >= GREATEST(c.last_agent_reply_at, m.at)
+                    THEN 'open'
+                ELSE 'pending' END,
             first_response_at = (
                 SELECT min(o.occurred_at) FROM messages o
                  WHERE o.conversation_id = c.id AND o.direction = 'outbound' AND NOT o.is_auto_reply
+                   AND o.message_type = 'message'
                    AND coalesce(o.delivery_state, 'sent') = 'sent'
                    AND o.occurred_at >= (
                        SELECT min(i.occurred_at) FROM messages i
-                        WHERE i.conversation_id = c.id AND i.direction = 'inbound' AND NOT i.is_auto_reply)),
+                        WHERE i.conversation_id = c.id AND i.direction = 'inbound' AND NOT i.is_auto_reply
+                          AND i.message_type = 'message')),
             updated_at = now()
          FROM unnest($1::uuid[], $2::timestamptz[], $3::bool[], $4::bool[], $5::bool[], $6::text[], $7::text[],
                      $8::text[], $9::text[], $10::text[], $11::text[], $12::text[])

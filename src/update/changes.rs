@@ -89,7 +89,7 @@ async fn unpreview(conn: &mut PgConnection, conversation_id: Uuid, key: &str) ->
     }
     let newest: Option<(String, String, DateTime<Utc>)> = sqlx::query_as(
         "SELECT coalesce(metadata->>'previewText', body), idempotency_key, occurred_at FROM messages
-          WHERE conversation_id = $1 AND metadata->>'deletedAt' IS NULL
+          WHERE conversation_id = $1 AND metadata->>'deletedAt' IS NULL AND message_type = 'message'
             AND coalesce(delivery_state, 'sent') = 'sent'
           ORDER BY occurred_at DESC, idempotency_key DESC LIMIT 1",
     )
@@ -161,7 +161,7 @@ pub(super) async fn settle_pending(
             metadata: row.metadata.as_object().cloned().unwrap_or_default(),
             fingerprint: None,
         };
-        bump_for_message(conn, conversation_id, &message).await?;
+        bump_for_message(conn, conversation_id, &message, None).await?; // outbound: no customer
     }
     Ok(())
 }

@@ -66,6 +66,70 @@ pub struct AttributeChanges {
     pub team_id: Option<Option<String>>,
     pub closed_at: Option<Option<DateTime<Utc>>>,
     pub record_metadata: Option<serde_json::Map<String, serde_json::Value>>,
+    /// Sets `closedAt` with it (closed: now unless already closed; open/pending: cleared) and
+    /// is recorded as a `status-change` message when it changes. (`closedAt` alone sets the
+    /// status too, without a timeline message.)
+    pub status: Option<ConversationStatus>,
+    pub priority: Option<Priority>,
+}
+
+/// A conversation's status (Stack Auth's): `pending` means an agent answered last.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ConversationStatus {
+    Open,
+    Pending,
+    Closed,
+}
+
+impl ConversationStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConversationStatus::Open => "open",
+            ConversationStatus::Pending => "pending",
+            ConversationStatus::Closed => "closed",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Priority {
+    Low,
+    Normal,
+    High,
+    Urgent,
+}
+
+impl Priority {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Priority::Low => "low",
+            Priority::Normal => "normal",
+            Priority::High => "high",
+            Priority::Urgent => "urgent",
+        }
+    }
+}
+
+/// What kind of timeline entry an appended message is.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum MessageType {
+    /// From the customer or an agent: counts for every timestamp and rule.
+    #[default]
+    Message,
+    /// Between agents: never sent to the customer, never inbound/outbound, never a reply; it
+    /// only moves `lastActivityAt`.
+    InternalNote,
+}
+
+impl MessageType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MessageType::Message => "message",
+            MessageType::InternalNote => "internal-note",
+        }
+    }
 }
 
 impl AttributeChanges {
@@ -86,6 +150,7 @@ pub struct MessageExtras {
     /// ([`UpdateError::KeyReused`]) instead of being stored as another message under a derived
     /// key, as channel traffic is (a reused Message-ID).
     pub reject_reused_key: bool,
+    pub message_type: MessageType,
 }
 
 /// Delivery statuses that settle a pending outbound message.
@@ -217,6 +282,7 @@ fn appends_only(requests: &[UpdateRequest]) -> bool {
         thread.references.is_empty()
             && thread.conversation_id_hint.is_none()
             && !r.extras.pending_delivery
+            && r.extras.message_type == MessageType::Message
             && r.attributes.is_empty()
             && keys.insert((r.project_id.as_str(), m.idempotency_key.as_str()))
     })
@@ -303,6 +369,15 @@ fn validate(request: &UpdateRequest) -> Result<(), UpdateError> {
             sender.primary_email.as_deref().and_then(|v| too_long("sender.primaryEmail", v, MAX_INDEXED_BYTES))
         }) {
             return Err(e);
+        }
+    }
+    if request.extras.message_type == MessageType::InternalNote {
+        match &request.action {
+            Some(UpdateAction::Append(m)) if m.direction == intake_adapters::Direction::Outbound => {}
+            _ => return Err(UpdateError::Invalid("an internal note is an outbound message from an agent".into())),
+        }
+        if request.extras.pending_delivery {
+            return Err(UpdateError::Invalid("an internal note is never sent".into()));
         }
     }
     if request.action.is_none() && request.attributes.is_empty() {

@@ -32,14 +32,18 @@ pub async fn apply_in(conn: &mut PgConnection, request: &UpdateRequest) -> Resul
                     continue;
                 }
                 let conversation_id = resolve_conversation(conn, request, &message).await?;
-                let Some(message_id) = insert_message(conn, request, conversation_id, &message, &fingerprint).await?
+                let Some((message_id, customer_id)) =
+                    insert_message(conn, request, conversation_id, &message, &fingerprint).await?
                 else {
                     continue; // a concurrent copy was inserted first
                 };
                 if request.extras.pending_delivery {
                     touch(conn, conversation_id, Utc::now()).await?;
+                } else if request.extras.message_type == MessageType::InternalNote {
+                    // Not a message of the conversation with the customer: activity only.
+                    touch(conn, conversation_id, message.occurred_at).await?;
                 } else {
-                    bump_for_message(conn, conversation_id, &message).await?;
+                    bump_for_message(conn, conversation_id, &message, customer_id).await?;
                 }
                 if !request.attributes.is_empty() {
                     update_attributes(conn, conversation_id, &request.attributes).await?;
@@ -274,19 +278,23 @@ pub(super) async fn link_entry_point(
     Ok(())
 }
 
-/// Insert the message; `None` when a concurrent transaction inserted the same key first.
+/// Insert the message; its id and customer, or `None` when a concurrent transaction inserted
+/// the same key first.
 pub(super) async fn insert_message(
     conn: &mut PgConnection,
     request: &UpdateRequest,
     conversation_id: Uuid,
     message: &NormalizedMessage,
     fingerprint: &str,
-) -> Result<Option<Uuid>, UpdateError> {
+) -> Result<Option<(Uuid, Option<Uuid>)>, UpdateError> {
     let entry_point_id = match &request.target {
         Target::Channel { entry_point_id, .. } => Some(*entry_point_id),
         Target::Conversation(_) => None,
     };
-    let customer_id = if message.direction == Direction::Inbound && !message.is_auto_reply {
+    let customer_id = if message.direction == Direction::Inbound
+        && !message.is_auto_reply
+        && request.extras.message_type == MessageType::Message
+    {
         upsert_customer(conn, &request.project_id, message).await?
     } else {
         None
@@ -303,8 +311,8 @@ pub(super) async fn insert_message(
         "INSERT INTO messages (id, project_id, conversation_id, entry_point_id, idempotency_key, direction,
                                is_auto_reply, sender_id, sender_display_name, sender_primary_email, customer_id,
                                user_id, team_id, subject, body, attachments, metadata, occurred_at, delivery_state,
-                               fingerprint)
-         VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18,$19,$20)
+                               fingerprint, message_type)
+         VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18,$19,$20,$21)
          ON CONFLICT (project_id, idempotency_key) DO NOTHING RETURNING id",
     )
     .bind(id)
@@ -327,9 +335,10 @@ pub(super) async fn insert_message(
     .bind(message.occurred_at)
     .bind(request.extras.pending_delivery.then_some("pending"))
     .bind(fingerprint)
+    .bind(request.extras.message_type.as_str())
     .fetch_optional(conn)
     .await?;
-    Ok(inserted)
+    Ok(inserted.map(|id| (id, customer_id)))
 }
 
 pub(super) async fn upsert_customer(
