@@ -107,11 +107,42 @@ fn readyz() {}
 #[utoipa::path(get, path = "/metrics", responses((status = 200, description = "Prometheus text format")))]
 fn metrics() {}
 
+// The webhook gateway (also mounted by `serve` and `worker --with-api`): bodies are the
+// providers' own payloads, checked with their signature schemes (see the README), not JSON
+// shapes of intake's; no bearer token.
+#[utoipa::path(post, path = "/hooks/{adapterKey}/{externalChannelId}", security(()),
+    params(("adapterKey" = String, Path), ("externalChannelId" = String, Path)),
+    request_body(content = String, description = "the provider's raw webhook body, signed with its scheme"),
+    responses((status = 200, description = "published (after the broker's confirm); Slack's challenge answered"),
+              (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 413, body = ErrorBody),
+              (status = 503, body = ErrorBody)))]
+fn hook() {}
+
+#[utoipa::path(get, path = "/hooks/{adapterKey}/{externalChannelId}", security(()),
+    params(("adapterKey" = String, Path), ("externalChannelId" = String, Path)),
+    responses((status = 200, description = "Meta's subscription check: `hub.challenge` echoed when `hub.verify_token` matches"),
+              (status = 403, body = ErrorBody)))]
+fn hook_verification() {}
+
+#[utoipa::path(post, path = "/hooks/inbound-mail/{provider}", security(()),
+    params(("provider" = String, Path, description = "mailgun, sendgrid, postmark or mandrill")),
+    request_body(content = String, description = "the provider's inbound-parse post, checked with its scheme"),
+    responses((status = 200, description = "every copy published (after the broker's confirm)"),
+              (status = 401, body = ErrorBody), (status = 503, body = ErrorBody)))]
+fn inbound_mail() {}
+
+#[utoipa::path(post, path = "/hooks/inbound-mail/{provider}/mime", security(()),
+    params(("provider" = String, Path, description = "mailgun (route `forward()` with raw MIME)")),
+    request_body(content = String, description = "Mailgun's `body-mime` post"),
+    responses((status = 200, description = "published"), (status = 401, body = ErrorBody)))]
+fn inbound_mail_mime() {}
+
 #[derive(OpenApi)]
 #[openapi(
     info(title = "intake", description = "Conversations API (intake's and Stack Auth's request shapes)"),
     paths(list_conversations, create_conversation, get_conversation, patch_conversation, resend_message,
-          list_entry_points, create_entry_point, patch_entry_point, openapi_json, healthz, readyz, metrics),
+          list_entry_points, create_entry_point, patch_entry_point, openapi_json, healthz, readyz, metrics,
+          hook, hook_verification, inbound_mail, inbound_mail_mime),
     modifiers(&BearerAuth),
     security(("bearer" = []))
 )]
