@@ -372,24 +372,29 @@ async fn patch_conversation(
     // message is sent again only through the resend route.
     if let Some((queue, adapter_key, key)) = send_by_email {
         if store::is_pending(&state.pool, &project, &key).await? {
-            let job = crate::smtp::SendJob {
-                project_id: project.clone(),
-                conversation_id: outcome.conversation_id,
-                message_key: key,
-                body: None,
-                subject: None,
-                sender_display_name: None,
-            };
-            queue.enqueue(&adapter_key, &job).await.map_err(|e| {
-                ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "unavailable",
-                    format!("the message is stored but could not be queued for sending ({e}); repeat the request"),
-                )
-            })?;
+            enqueue_send(&queue, &adapter_key, &project, outcome.conversation_id, &key).await?;
         }
     }
     bundle(&state.pool, &project, outcome.conversation_id, &page).await
+}
+
+/// Queue the send of a stored, pending agent email. The broker away: 503; the message stays
+/// pending and repeating the request queues it again.
+async fn enqueue_send(
+    queue: &crate::smtp::OutboundQueue,
+    adapter_key: &str,
+    project: &str,
+    conversation_id: Uuid,
+    key: &str,
+) -> Result<(), ApiError> {
+    let job = crate::smtp::SendJob::for_stored(project, conversation_id, key);
+    queue.enqueue(adapter_key, &job).await.map_err(|e| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            format!("the message is stored and pending, but could not be queued for sending ({e}); repeat the request"),
+        )
+    })
 }
 
 /// `POST /internal/conversations/{conversationId}/messages/{messageId}/resend`: send a failed
@@ -421,21 +426,7 @@ async fn resend_message(
             }))
         }
     }
-    let job = crate::smtp::SendJob {
-        project_id: project.clone(),
-        conversation_id: id,
-        message_key: key.clone(),
-        body: None,
-        subject: None,
-        sender_display_name: None,
-    };
-    queue.enqueue(&adapter_key, &job).await.map_err(|e| {
-        ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "unavailable",
-            format!("the message is pending but could not be queued for sending ({e}); repeat the request"),
-        )
-    })?;
+    enqueue_send(queue, &adapter_key, &project, id, &key).await?;
     let message =
         store::load_message(&state.pool, &project, id, &key).await?.ok_or_else(|| ApiError::not_found("message"))?;
     Ok((StatusCode::ACCEPTED, Json(message)).into_response())

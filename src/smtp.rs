@@ -62,6 +62,18 @@ pub struct SendJob {
 }
 
 impl SendJob {
+    /// A job for a message already stored (pending): what the API queues.
+    pub fn for_stored(project_id: &str, conversation_id: Uuid, message_key: &str) -> Self {
+        SendJob {
+            project_id: project_id.to_owned(),
+            conversation_id,
+            message_key: message_key.to_owned(),
+            body: None,
+            subject: None,
+            sender_display_name: None,
+        }
+    }
+
     /// The pending message a job with a body carries, as an update.
     pub fn append_request(&self) -> Option<UpdateRequest> {
         let body = self.body.clone()?;
@@ -581,14 +593,7 @@ pub async fn prepare_resend(
             .bind(id)
             .execute(&mut *tx)
             .await?;
-            let job = SendJob {
-                project_id: project_id.to_owned(),
-                conversation_id,
-                message_key: key.to_owned(),
-                body: None,
-                subject: None,
-                sender_display_name: None,
-            };
+            let job = SendJob::for_stored(project_id, conversation_id, key);
             let request = status_request(&job, "pending", Some("resend requested".into()));
             match update::apply_in(&mut tx, &request).await {
                 Ok(_) => {}
