@@ -580,12 +580,15 @@ pub async fn prepare_resend(
     .fetch_optional(&mut *tx)
     .await?;
     let Some((id, direction, state, lease_expired)) = message else { return Ok(Resend::NotFound) };
+    // Failed, or claimed by a sender that died (its lease ran out): send it again.
+    let resendable = match state.as_deref() {
+        Some("failed") => true,
+        Some("sending") => lease_expired,
+        _ => false,
+    };
     match (direction.as_str(), state.as_deref()) {
         ("outbound", Some("pending")) => Ok(Resend::Ready),
-        // Failed, or claimed by a sender that died (its lease ran out): send it again.
-        ("outbound", Some("failed")) | ("outbound", Some("sending"))
-            if state.as_deref() != Some("sending") || lease_expired =>
-        {
+        ("outbound", _) if resendable => {
             sqlx::query(
                 "UPDATE messages SET delivery_state = 'pending', delivery_owner = NULL, delivery_lease_until = NULL
                   WHERE id = $1",

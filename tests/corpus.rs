@@ -185,15 +185,6 @@ async fn decode(
     adapter.decode(&delivery).await.map_err(|e| e.reason_code().to_owned())
 }
 
-/// Sum of a Prometheus counter over its label sets containing `filter`.
-fn metric(text: &str, name: &str, filter: &str) -> u64 {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter(|l| l.split(['{', ' ']).next() == Some(name) && l.contains(filter))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum::<f64>() as u64
-}
-
 /// A stored message, as JSON (`to_jsonb` of the row, so columns added later come along).
 type Row = serde_json::Map<String, Value>;
 

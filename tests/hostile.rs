@@ -594,15 +594,6 @@ fn memory_kib(pid: u32) -> (u64, u64) {
     (field("VmHWM:"), field("VmRSS:"))
 }
 
-/// Sum of a Prometheus counter over all its label sets (optionally only those containing `filter`).
-fn metric(text: &str, name: &str, filter: &str) -> u64 {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter(|l| l.split(['{', ' ']).next() == Some(name) && l.contains(filter))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum::<f64>() as u64
-}
-
 async fn scrape(http: &reqwest::Client, addr: &str) -> String {
     match http.get(format!("http://{addr}/metrics")).send().await {
         Ok(r) => r.text().await.unwrap_or_default(),

@@ -282,3 +282,12 @@ pub async fn spawn_gateway(pool: PgPool, topology: &intake::amqp::topology::Topo
     tokio::spawn(intake::http::serve_router(listener, router, std::future::pending()));
     url
 }
+
+/// Sum of a Prometheus counter over all its label sets (optionally only those containing `filter`).
+pub fn metric(text: &str, name: &str, filter: &str) -> u64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| l.split(['{', ' ']).next() == Some(name) && l.contains(filter))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
