@@ -259,7 +259,7 @@ pub async fn create_conversation(
             return Ok(None);
         }
     }
-    let id = Uuid::new_v4();
+    let id = Uuid::now_v7();
     sqlx::query(
         "INSERT INTO conversations (id, project_id, origin_entry_point_id, subject, source) VALUES ($1, $2, $3, $4, $5)",
     )

@@ -111,7 +111,7 @@ pub(super) async fn apply_appends(
                  ON CONFLICT (origin_entry_point_id, thread_key) WHERE thread_key IS NOT NULL DO NOTHING
                  RETURNING id, project_id, origin_entry_point_id, thread_key",
             )
-            .bind(missing.iter().map(|_| Uuid::new_v4()).collect::<Vec<_>>())
+            .bind(missing.iter().map(|_| Uuid::now_v7()).collect::<Vec<_>>())
             .bind(missing.iter().map(|t| t.0).collect::<Vec<_>>())
             .bind(missing.iter().map(|t| t.1).collect::<Vec<_>>())
             .bind(missing.iter().map(|t| t.2).collect::<Vec<_>>())
@@ -180,20 +180,31 @@ pub(super) async fn apply_appends(
     customers.sort_by_key(|(k, _)| *k);
     let mut customer_ids: HashMap<(String, String), Uuid> = HashMap::with_capacity(customers.len());
     if !customers.is_empty() {
+        // A customer whose profile is unchanged is not rewritten (most messages come from a
+        // customer seen before): its id is read instead.
         let rows: Vec<(Uuid, String, String)> = sqlx::query_as(
-            "INSERT INTO customers (id, project_id, external_id, display_name, primary_email, profile_image_url)
-             SELECT t.id, t.project, t.external, t.name, t.email, t.image
-               FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[])
-                    WITH ORDINALITY AS t(id, project, external, name, email, image, n)
-              ORDER BY t.n
-             ON CONFLICT (project_id, external_id) DO UPDATE SET
-                display_name = COALESCE(EXCLUDED.display_name, customers.display_name),
-                primary_email = COALESCE(EXCLUDED.primary_email, customers.primary_email),
-                profile_image_url = COALESCE(EXCLUDED.profile_image_url, customers.profile_image_url),
-                updated_at = now()
-             RETURNING id, project_id, external_id",
+            "WITH t AS (
+               SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[])
+                      WITH ORDINALITY AS t(id, project, external, name, email, image, n)),
+             written AS (
+               INSERT INTO customers AS c (id, project_id, external_id, display_name, primary_email, profile_image_url)
+               SELECT t.id, t.project, t.external, t.name, t.email, t.image FROM t ORDER BY t.n
+               ON CONFLICT (project_id, external_id) DO UPDATE SET
+                  display_name = COALESCE(EXCLUDED.display_name, c.display_name),
+                  primary_email = COALESCE(EXCLUDED.primary_email, c.primary_email),
+                  profile_image_url = COALESCE(EXCLUDED.profile_image_url, c.profile_image_url),
+                  updated_at = now()
+               WHERE (c.display_name, c.primary_email, c.profile_image_url) IS DISTINCT FROM
+                     (COALESCE(EXCLUDED.display_name, c.display_name), COALESCE(EXCLUDED.primary_email, c.primary_email),
+                      COALESCE(EXCLUDED.profile_image_url, c.profile_image_url))
+               RETURNING c.id, c.project_id, c.external_id)
+             SELECT id, project_id, external_id FROM written
+             UNION ALL
+             SELECT c.id, c.project_id, c.external_id FROM customers c JOIN t
+                 ON c.project_id = t.project AND c.external_id = t.external
+              WHERE NOT EXISTS (SELECT 1 FROM written w WHERE w.project_id = t.project AND w.external_id = t.external)",
         )
-        .bind(customers.iter().map(|_| Uuid::new_v4()).collect::<Vec<_>>())
+        .bind(customers.iter().map(|_| Uuid::now_v7()).collect::<Vec<_>>())
         .bind(customers.iter().map(|((p, _), _)| *p).collect::<Vec<_>>())
         .bind(customers.iter().map(|((_, e), _)| *e).collect::<Vec<_>>())
         .bind(customers.iter().map(|(_, v)| v[0]).collect::<Vec<_>>())
@@ -202,6 +213,25 @@ pub(super) async fn apply_appends(
         .fetch_all(&mut *conn)
         .await?;
         customer_ids.extend(rows.into_iter().map(|(id, p, e)| ((p, e), id)));
+        // Committed by a concurrent transaction after this statement's snapshot and unchanged
+        // by it: neither written nor visible above.
+        let unseen: Vec<&(&str, &str)> = customers
+            .iter()
+            .map(|(k, _)| k)
+            .filter(|(p, e)| !customer_ids.contains_key(&((*p).to_owned(), (*e).to_owned())))
+            .collect();
+        if !unseen.is_empty() {
+            let rows: Vec<(Uuid, String, String)> = sqlx::query_as(
+                "SELECT c.id, c.project_id, c.external_id FROM customers c
+                   JOIN unnest($1::text[], $2::text[]) AS t(project, external)
+                     ON c.project_id = t.project AND c.external_id = t.external",
+            )
+            .bind(unseen.iter().map(|(p, _)| *p).collect::<Vec<_>>())
+            .bind(unseen.iter().map(|(_, e)| *e).collect::<Vec<_>>())
+            .fetch_all(&mut *conn)
+            .await?;
+            customer_ids.extend(rows.into_iter().map(|(id, p, e)| ((p, e), id)));
+        }
     }
     let customer_of = |item: &Item| -> Option<Uuid> {
         let m = item.message;
@@ -212,8 +242,10 @@ pub(super) async fn apply_appends(
         customer_ids.get(&(item.project.to_owned(), external.to_owned())).copied()
     };
 
-    // Messages, together; one a concurrent transaction stored first is a duplicate.
-    let ids: Vec<Uuid> = fresh.iter().map(|_| Uuid::new_v4()).collect();
+    // Messages, together; one a concurrent transaction stored first is a duplicate. Ids are
+    // time-ordered (UUIDv7): a new row's key lands on the right edge of the primary-key index,
+    // not on a random page of it (which, on a big table, is a page read per message).
+    let ids: Vec<Uuid> = fresh.iter().map(|_| Uuid::now_v7()).collect();
     let conversation_ids: Vec<Uuid> =
         fresh.iter().map(|i| conversations[&(i.project, i.entry_point_id, i.thread_key)]).collect();
     let customers_of: Vec<Option<Uuid>> = fresh.iter().map(customer_of).collect();
@@ -273,9 +305,8 @@ pub(super) async fn apply_appends(
     let inserted: std::collections::HashSet<(&str, &str)> =
         inserted.iter().map(|(p, k)| (p.as_str(), k.as_str())).collect();
 
-    // Fold them into their conversations, in order, a round per message of a conversation.
-    let mut rounds: Vec<Bumps> = Vec::new();
-    let mut seen_in_round: HashMap<Uuid, usize> = HashMap::new();
+    // Fold them into their conversations, in order.
+    let mut bumps = Bumps::default();
     for (n, item) in fresh.iter().enumerate() {
         let key = item.message.idempotency_key.as_str();
         if !inserted.contains(&(item.project, key)) {
@@ -293,18 +324,12 @@ pub(super) async fn apply_appends(
             continue;
         }
         let conversation_id = conversation_ids[n];
-        let round = seen_in_round.entry(conversation_id).and_modify(|r| *r += 1).or_insert(0);
-        if rounds.len() <= *round {
-            rounds.push(Bumps::default());
-        }
-        rounds[*round].push(conversation_id, item.message, customers_of[n]);
+        bumps.push(conversation_id, item.message, customers_of[n]);
         tracing::debug!(%conversation_id, message_id = %ids[n], key, "message appended");
         outcomes[item.index] =
             Some(UpdateOutcome { conversation_id, message_id: Some(ids[n]), effect: Effect::Appended });
     }
-    for round in rounds {
-        round.execute(conn).await?;
-    }
+    bumps.execute(conn).await?;
     let appended: Vec<(&str, &str, Uuid, Uuid)> = fresh
         .iter()
         .enumerate()

@@ -87,7 +87,7 @@ async fn record_status_change(
          VALUES ($1, $2, $3, $4, 'outbound', $5, jsonb_build_object('fromStatus', $6::text, 'toStatus', $7::text),
                  now(), 'status-change')",
     )
-    .bind(Uuid::new_v4())
+    .bind(Uuid::now_v7())
     .bind(project_id)
     .bind(conversation_id)
     .bind(format!("status-change:{}", Uuid::new_v4()))

@@ -228,7 +228,7 @@ pub(super) async fn resolve_conversation(
     // Find or create by thread key; a message without one starts its own thread, keyed by the
     // message so that a redelivery finds the same conversation.
     let thread_key = thread.key.as_deref().unwrap_or(&message.idempotency_key);
-    let new_id = Uuid::new_v4();
+    let new_id = Uuid::now_v7();
     let inserted: Option<Uuid> = sqlx::query_scalar(
         "INSERT INTO conversations (id, project_id, origin_entry_point_id, thread_key, subject, last_activity_at)
          VALUES ($1, $2, $3, $4, $5, GREATEST(now(), $6))
@@ -306,7 +306,7 @@ pub(super) async fn insert_message(
         .or_else(|| customer_id.map(|c| c.to_string()))
         .or_else(|| (message.direction == Direction::Outbound).then(|| message.sender.id.clone()).flatten());
     let attachments = serde_json::to_value(&message.attachments).expect("attachments serialize");
-    let id = Uuid::new_v4();
+    let id = Uuid::now_v7();
     let inserted: Option<Uuid> = sqlx::query_scalar(
         "INSERT INTO messages (id, project_id, conversation_id, entry_point_id, idempotency_key, direction,
                                is_auto_reply, sender_id, sender_display_name, sender_primary_email, customer_id,

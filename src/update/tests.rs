@@ -107,7 +107,7 @@ async fn snapshot(pool: &PgPool) -> Vec<String> {
 async fn batched_appends_match_one_by_one() {
     let (fast, ep_fast, fast_name) = fresh_db().await;
     let (slow, ep_slow, slow_name) = fresh_db().await;
-    for seed in 0..8u64 {
+    for seed in 0..24u64 {
         let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
         let batch = rng.random_range(1..40);
         let offset = seed as usize * 1000;
