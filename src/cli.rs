@@ -307,8 +307,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve(args) => {
             let pool = store::connect_and_migrate(&db.database_url, db.db_max_connections).await?;
             register_tokens(&pool, &args.http).await?;
+            // PATCHes change previews too: their search entries are refreshed here.
+            let stop = tokio_util::sync::CancellationToken::new();
+            let search = tokio::spawn(store::search::refresh_until(pool.clone(), stop.clone()));
             let router = api_router(pool, &args.http, &args.amqp, &args.smtp, &args.gateway, &args.inbound_mail);
-            http::serve_router(bind(args.http.http_addr).await?, router, shutdown_signal()).await
+            let served = http::serve_router(bind(args.http.http_addr).await?, router, shutdown_signal()).await;
+            stop.cancel();
+            let _ = search.await;
+            served
         }
         Command::Gateway(args) => {
             let pool = store::connect_and_migrate(&db.database_url, db.db_max_connections).await?;

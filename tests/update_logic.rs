@@ -418,6 +418,16 @@ async fn sequential_fingerprint(db: &TestDb, project: &str, messages: &[common::
             update::apply(&db.pool, &via_channel(project, ep, "t", msg(k, *d, t, b))).await.unwrap().conversation_id,
         );
     }
+    // The list's order follows every move of last_activity_at.
+    let (activity, last): (chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>) = sqlx::query_as(
+        "SELECT a.last_activity_at, c.last_activity_at FROM conversations c
+           JOIN conversation_activity a ON a.conversation_id = c.id AND a.project_id = c.project_id WHERE c.id = $1",
+    )
+    .bind(id.unwrap())
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(activity, last);
     fingerprint(&load(db, project, id.unwrap()).await)
 }
 

@@ -1,6 +1,5 @@
 //! The conversation list: a project's conversations, newest activity first, filtered, paged
-//! by keyset cursor (and, for Stack Auth's clients, by offset). Every filter has an index, so
-//! a page costs about the same at 10 or 1,000,000 conversations.
+//! by keyset cursor (and, for Stack Auth's clients, by offset).
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -38,9 +37,14 @@ pub struct ConversationList {
     pub next_cursor: Option<String>,
 }
 
-/// The searched text; the same expression as `conversations_search_idx`, so the index serves it.
-const SEARCH_TEXT: &str = "(coalesce(c.subject, '') || ' ' || coalesce(c.preview, '') || ' ' \
-    || coalesce(c.user_display_name, '') || ' ' || coalesce(c.user_primary_email, ''))";
+/// The searched text of a conversation row: the same expression as `conversations_search_idx`,
+/// so the index serves it. The preview is searched through `conversation_search`.
+fn search_text(alias: &str) -> String {
+    format!(
+        "(coalesce({alias}.subject, '') || ' ' || coalesce({alias}.user_display_name, '') || ' ' \
+         || coalesce({alias}.user_primary_email, ''))"
+    )
+}
 
 pub async fn list_conversations(
     pool: &PgPool,
@@ -51,7 +55,8 @@ pub async fn list_conversations(
     limit: usize,
 ) -> Result<ConversationList, sqlx::Error> {
     let mut q: QueryBuilder<Postgres> = QueryBuilder::new(store::CONVERSATION_SELECT);
-    q.push(" WHERE c.project_id = ").push_bind(project_id);
+    // Walked in the order of conversation_activity_list_idx (see migration 20261203000002).
+    q.push(" JOIN conversation_activity a ON a.conversation_id = c.id WHERE a.project_id = ").push_bind(project_id);
     if let Some(status) = &filter.status {
         q.push(" AND c.status = ").push_bind(status);
     }
@@ -74,13 +79,32 @@ pub async fn list_conversations(
     }
     if let Some(text) = filter.query.as_deref().map(str::trim).filter(|t| !t.is_empty()) {
         let escaped = text.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
-        q.push(format!(" AND {SEARCH_TEXT} ILIKE ")).push_bind(format!("%{escaped}%"));
+        let pattern = format!("%{escaped}%");
+        // Two index scans (stable text, preview entries), then a recheck against the current
+        // preview: an entry not refreshed yet never returns a conversation that no longer matches.
+        q.push(" AND c.id IN (SELECT s.id FROM conversations s WHERE s.project_id = ")
+            .push_bind(project_id)
+            .push(format!(" AND {} ILIKE ", search_text("s")))
+            .push_bind(pattern.clone())
+            .push(" UNION ALL SELECT p.conversation_id FROM conversation_search p WHERE p.project_id = ")
+            .push_bind(project_id)
+            .push(" AND p.preview ILIKE ")
+            .push_bind(pattern.clone())
+            .push(format!(") AND ({} ILIKE ", search_text("c")))
+            .push_bind(pattern.clone())
+            .push(" OR c.preview ILIKE ")
+            .push_bind(pattern)
+            .push(")");
     }
     if let Some(cursor) = after {
         let id = Uuid::parse_str(&cursor.tie).unwrap_or_default();
-        q.push(" AND (c.last_activity_at, c.id) < (").push_bind(cursor.at).push(", ").push_bind(id).push(")");
+        q.push(" AND (a.last_activity_at, a.conversation_id) < (")
+            .push_bind(cursor.at)
+            .push(", ")
+            .push_bind(id)
+            .push(")");
     }
-    q.push(" ORDER BY c.last_activity_at DESC, c.id DESC OFFSET ")
+    q.push(" ORDER BY a.last_activity_at DESC, a.conversation_id DESC OFFSET ")
         .push_bind(offset as i64)
         .push(" LIMIT ")
         .push_bind(limit as i64 + 1);

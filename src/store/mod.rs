@@ -139,6 +139,7 @@ pub async fn project_for_token(pool: &PgPool, token: &str) -> Result<Option<Stri
 
 mod conversations;
 mod entry_points;
+pub mod search;
 
 pub use conversations::*;
 pub use entry_points::*;

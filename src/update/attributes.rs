@@ -16,7 +16,7 @@ pub(super) async fn update_attributes(
             .fetch_one(&mut *conn)
             .await?;
     let mut q: QueryBuilder<Postgres> = QueryBuilder::new(
-        "UPDATE conversations SET last_activity_at = GREATEST(last_activity_at, now()), updated_at = now()",
+        "WITH moved AS (UPDATE conversations SET last_activity_at = GREATEST(last_activity_at, now()), updated_at = now()",
     );
     macro_rules! set {
         ($field:expr, $column:literal) => {
@@ -62,7 +62,13 @@ pub(super) async fn update_attributes(
         }
         (None, None) => {}
     }
-    q.push(" WHERE id = ").push_bind(conversation_id).push(" RETURNING status");
+    // The list's order (conversation_activity) follows last_activity_at in the same statement.
+    q.push(" WHERE id = ").push_bind(conversation_id).push(
+        " RETURNING id, last_activity_at, status),
+          followed AS (UPDATE conversation_activity a SET last_activity_at = moved.last_activity_at FROM moved
+                        WHERE a.conversation_id = moved.id AND a.last_activity_at <> moved.last_activity_at)
+         SELECT status FROM moved",
+    );
     let status_after: String = q.build_query_scalar().fetch_one(&mut *conn).await?;
     // Only a status the caller sent is recorded; closedAt alone (intake's older attribute) and
     // the transitions messages cause change it silently.

@@ -150,8 +150,10 @@ impl Bumps {
 
 async fn apply_round(conn: &mut PgConnection, folds: &[&Fold]) -> Result<(), sqlx::Error> {
     let profile = |f: &&Fold, field: fn(&Profile) -> &Option<String>| f.profile.as_ref().and_then(|p| field(p).clone());
+    // The list's order (conversation_activity) follows last_activity_at in the same statement,
+    // and the preview's search entry is queued (store/search.rs).
     sqlx::query(
-        "UPDATE conversations c SET
+        "WITH moved AS (UPDATE conversations c SET
             last_message_at = GREATEST(c.last_message_at, m.at),
             last_activity_at = GREATEST(c.last_activity_at, m.at),
             last_inbound_at = GREATEST(c.last_inbound_at, m.inbound_at),
@@ -222,7 +224,11 @@ async fn apply_round(conn: &mut PgConnection, folds: &[&Fold]) -> Result<(), sql
                      $12::text[], $13::text[], $14::text[], $15::text[])
               AS m(id, at, key, preview, subject, inbound_at, outbound_at, customer_at, customer_first, agent_at,
                    agent_first, customer_id, display_name, email, image)
-         WHERE c.id = m.id",
+         WHERE c.id = m.id
+         RETURNING c.id, c.last_activity_at),
+         queued AS (INSERT INTO conversation_search_queue (conversation_id) SELECT id FROM moved)
+         UPDATE conversation_activity a SET last_activity_at = moved.last_activity_at FROM moved
+          WHERE a.conversation_id = moved.id AND a.last_activity_at <> moved.last_activity_at",
     )
     .bind(folds.iter().map(|f| f.conversation_id).collect::<Vec<_>>())
     .bind(folds.iter().map(|f| f.at).collect::<Vec<_>>())

@@ -34,6 +34,7 @@ pub(super) async fn change_message(
                     .bind(preview_of(body, PREVIEW_CHARS))
                     .execute(&mut *conn)
                     .await?;
+                crate::store::search::queue(conn, conversation_id).await?;
             }
             *edited_at
         }
@@ -109,6 +110,7 @@ async fn unpreview(conn: &mut PgConnection, conversation_id: Uuid, key: &str) ->
     .bind(preview_at)
     .execute(&mut *conn)
     .await?;
+    crate::store::search::queue(conn, conversation_id).await?;
     Ok(())
 }
 
@@ -173,7 +175,10 @@ pub(super) async fn touch(
     at: DateTime<Utc>,
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
-        "UPDATE conversations SET last_activity_at = GREATEST(last_activity_at, $2), updated_at = now() WHERE id = $1",
+        "WITH moved AS (UPDATE conversations SET last_activity_at = GREATEST(last_activity_at, $2), updated_at = now()
+                         WHERE id = $1 RETURNING id, last_activity_at)
+         UPDATE conversation_activity a SET last_activity_at = moved.last_activity_at FROM moved
+          WHERE a.conversation_id = moved.id AND a.last_activity_at <> moved.last_activity_at",
     )
     .bind(conversation_id)
     .bind(at)

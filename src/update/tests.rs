@@ -99,6 +99,15 @@ async fn snapshot(pool: &PgPool) -> Vec<String> {
         .await
         .unwrap(),
     );
+    // The list's order follows every move of last_activity_at.
+    let drift: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM conversations c LEFT JOIN conversation_activity a ON a.conversation_id = c.id
+          WHERE a.last_activity_at IS DISTINCT FROM c.last_activity_at OR a.project_id IS DISTINCT FROM c.project_id",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    assert_eq!(drift, 0, "conversation_activity drifted from conversations");
     rows.sort();
     rows
 }

@@ -152,8 +152,10 @@ pub async fn run(
     );
     let shared = Arc::new(Shared { pool, registry, settings, cache: EntryPointCache::default(), shutdown });
     let sweeper = tokio::spawn(sweep_parked_updates(shared.clone()));
+    let search = tokio::spawn(crate::store::search::refresh_until(shared.pool.clone(), shared.shutdown.clone()));
     let result = consume_until_shutdown(&shared, &amqp_url).await;
     sweeper.abort();
+    search.abort();
     result
 }
 

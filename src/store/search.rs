@@ -1,0 +1,60 @@
+//! The preview's search entries (`conversation_search`), refreshed off the message path.
+//!
+//! The preview changes with every message; a trigram index entry per message was a third of
+//! PostgreSQL's cost per message. Every statement that changes a preview appends the
+//! conversation to `conversation_search_queue` instead; [`refresh`] takes the queue and writes
+//! one entry per conversation, however many messages it received since. The list rechecks the
+//! current preview, so an entry not yet refreshed can delay a match by one refresh but never
+//! return a conversation whose preview no longer matches.
+
+use std::time::Duration;
+
+use sqlx::{PgConnection, PgPool};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+/// How often a process that writes conversations refreshes the preview's search entries.
+pub const REFRESH_EVERY: Duration = Duration::from_secs(1);
+
+/// Queue a conversation whose preview a statement outside the message fold changed.
+pub async fn queue(conn: &mut PgConnection, conversation_id: Uuid) -> Result<(), sqlx::Error> {
+    sqlx::query("INSERT INTO conversation_search_queue (conversation_id) VALUES ($1)")
+        .bind(conversation_id)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Take the queue and write the queued conversations' current previews; the number of entries
+/// written. Safe to run from several processes at once: each queued row is taken once, and
+/// entries are written in id order.
+pub async fn refresh(pool: &PgPool) -> Result<u64, sqlx::Error> {
+    let written = sqlx::query(
+        "WITH taken AS (DELETE FROM conversation_search_queue RETURNING conversation_id)
+         INSERT INTO conversation_search AS s (conversation_id, project_id, preview)
+         SELECT c.id, c.project_id, coalesce(c.preview, '') FROM conversations c
+          WHERE c.id IN (SELECT conversation_id FROM taken)
+          ORDER BY c.id
+         ON CONFLICT (conversation_id) DO UPDATE SET preview = EXCLUDED.preview
+          WHERE s.preview <> EXCLUDED.preview",
+    )
+    .execute(pool)
+    .await?
+    .rows_affected();
+    Ok(written)
+}
+
+/// Refresh every [`REFRESH_EVERY`] until `stop`; a failure is logged and tried again.
+pub async fn refresh_until(pool: PgPool, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(REFRESH_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        if let Err(e) = refresh(&pool).await {
+            tracing::warn!(error = %e, "refreshing the preview search entries failed; trying again");
+        }
+    }
+}
