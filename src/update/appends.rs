@@ -121,9 +121,10 @@ pub(super) async fn apply_appends(
             .await?;
             let mut opened_ids = Vec::with_capacity(inserted.len());
             let mut opened_eps = Vec::with_capacity(inserted.len());
+            let asked: HashMap<(&str, Uuid, &str), &&ThreadId> = missing.iter().map(|t| ((t.0, t.1, t.2), t)).collect();
             for (id, project, ep, key) in &inserted {
-                if let Some(t) = missing.iter().find(|t| t.0 == project && t.1 == *ep && t.2 == key) {
-                    conversations.insert(**t, *id);
+                if let Some(t) = asked.get(&(project.as_str(), *ep, key.as_str())) {
+                    conversations.insert(***t, *id);
                     opened_ids.push(*id);
                     opened_eps.push(*ep);
                     tracing::info!(conversation_id = %id, entry_point_id = %ep, "conversation opened");
@@ -154,6 +155,7 @@ pub(super) async fn apply_appends(
     // (project, external id) -> display name, primary email, profile image
     type Profile<'a> = [Option<&'a str>; 3];
     let mut customers: Vec<((&str, &str), Profile)> = Vec::new();
+    let mut customer_index: HashMap<(&str, &str), usize> = HashMap::new();
     for item in &fresh {
         let m = item.message;
         if m.direction != Direction::Inbound || m.is_auto_reply {
@@ -168,13 +170,16 @@ pub(super) async fn apply_appends(
             m.sender.primary_email.as_deref(),
             m.sender.profile_image_url.as_deref(),
         ];
-        match customers.iter_mut().find(|(k, _)| *k == (item.project, external)) {
-            Some((_, folded)) => {
-                for (f, v) in folded.iter_mut().zip(values) {
+        match customer_index.get(&(item.project, external)) {
+            Some(&i) => {
+                for (f, v) in customers[i].1.iter_mut().zip(values) {
                     *f = v.or(*f);
                 }
             }
-            None => customers.push(((item.project, external), values)),
+            None => {
+                customer_index.insert((item.project, external), customers.len());
+                customers.push(((item.project, external), values));
+            }
         }
     }
     customers.sort_by_key(|(k, _)| *k);
@@ -360,9 +365,11 @@ pub(super) async fn lock_threads<'a>(
     .bind(threads.iter().map(|t| t.2).collect::<Vec<_>>())
     .fetch_all(&mut *conn)
     .await?;
+    let asked: HashMap<(&str, Uuid, &str), &(&'a str, Uuid, &'a str)> =
+        threads.iter().map(|t| ((t.0, t.1, t.2), t)).collect();
     for (id, project, ep, key) in rows {
-        if let Some(t) = threads.iter().find(|t| t.0 == project && t.1 == ep && t.2 == key) {
-            found.insert(*t, id);
+        if let Some(t) = asked.get(&(project.as_str(), ep, key.as_str())) {
+            found.insert(**t, id);
         }
     }
     Ok(())
