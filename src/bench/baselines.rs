@@ -1,5 +1,6 @@
-//! The two in-process consumers: broker-only (ack only) and naive (one transaction and one ack
-//! per message).
+//! The in-process consumers of the webhook queue: the broker-only baselines (ack only, with
+//! `multiple` as intake acks or each delivery on its own) and the naive worker (one transaction
+//! and one ack per message). All use intake's default prefetch.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -10,10 +11,20 @@ use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions};
 use lapin::types::FieldTable;
 use lapin::Channel;
 
-use super::cpu::CpuSnapshot;
-use super::{Bench, RunResult, DEFAULT_PREFETCH};
+use super::cpu::{Consumer, CpuSnapshot};
+use super::{Bench, RunResult, DEFAULT_BATCH, DEFAULT_PREFETCH};
 use crate::store;
 use crate::update::{self, MessageExtras, Target, UpdateRequest};
+
+/// How a broker-only consumer acks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Ack {
+    /// `basic.ack` with `multiple` once per DEFAULT_BATCH deliveries (and once for the tail),
+    /// as intake settles a batch: the fast baseline.
+    Multiple,
+    /// One `basic.ack` per delivery.
+    Each,
+}
 
 impl Bench {
     /// A consumer of the bench queue on a channel of its own, with the worker's default prefetch.
@@ -22,7 +33,7 @@ impl Bench {
         channel.basic_qos(DEFAULT_PREFETCH, BasicQosOptions::default()).await?;
         let consumer = channel
             .basic_consume(
-                self.queue().as_str().into(),
+                self.topology.queue(ChannelType::Webhook).as_str().into(),
                 "".into(),
                 BasicConsumeOptions::default(),
                 FieldTable::default(),
@@ -31,42 +42,67 @@ impl Bench {
         Ok((channel, consumer))
     }
 
-    pub(super) async fn run_broker_only(&mut self, n: usize) -> anyhow::Result<RunResult> {
-        self.say(format!("[broker-only] publishing {n}…"));
-        let (_, bodies) = self.payloads(n);
-        let publish_secs = self.publish_backlog(bodies).await?;
-        self.say(format!("[broker-only] consuming {n} with an ack-only consumer…"));
+    /// The broker's own limit: consume the backlog and only ack, `ack` as given.
+    pub(super) async fn run_broker_only(&mut self, n: usize, ack: Ack) -> anyhow::Result<RunResult> {
+        let (key, name) = match ack {
+            Ack::Multiple => ("fastBaseline", "broker-only (ack multiple)"),
+            Ack::Each => ("ackEachBaseline", "broker-only (ack each)"),
+        };
+        self.say(format!("[{name}] publishing {n}…"));
+        let (_, messages) = self.webhook_backlog(n, self.args.conversations);
+        let payload_bytes = messages.iter().map(|m| m.body.len()).sum::<usize>() / n.max(1);
+        let publish_secs = self.publish_backlog(messages).await?;
+        self.say(format!("[{name}] consuming {n} with an ack-only consumer…"));
         let before = CpuSnapshot::take(&self.db_name, &[]);
         let (channel, mut consumer) = self.consume_backlog().await?;
         let mut first = None;
         let mut seen = 0;
         while seen < n {
-            let delivery = next_delivery(&mut consumer, "broker-only").await?;
+            let delivery = next_delivery(&mut consumer, name).await?;
             first.get_or_insert_with(Instant::now);
-            delivery.ack(BasicAckOptions::default()).await?;
             seen += 1;
+            match ack {
+                Ack::Each => {
+                    anyhow::ensure!(delivery.ack(BasicAckOptions::default()).await?, "[{name}] ack refused");
+                }
+                // As the worker settles a batch: one ack with `multiple` for every earlier tag
+                // on the channel; the other deliveries' ackers are dropped unused.
+                Ack::Multiple if seen % DEFAULT_BATCH == 0 || seen == n => {
+                    channel.basic_ack(delivery.delivery_tag, BasicAckOptions { multiple: true }).await?;
+                }
+                Ack::Multiple => {}
+            }
         }
         let consume_secs = first.expect("n >= 1").elapsed().as_secs_f64();
-        let cpu = before.delta(&CpuSnapshot::take(&self.db_name, &[]), "bench process (consumer)");
-        let _ = channel.close(200, "done".into()).await;
+        let cpu = before.usage_until(&CpuSnapshot::take(&self.db_name, &[]), Consumer::InProcess);
+        channel.close(200, "done".into()).await?;
+        // Closing requeues whatever was not acked: the queue must be empty.
+        let left = self.ready().await?;
+        anyhow::ensure!(left == 0, "[{name}] {left} message(s) back in the queue: not all were acked");
         let r = RunResult {
-            name: "broker-only".into(),
+            key: key.into(),
+            name: name.into(),
             messages: n,
+            payload_bytes,
             publish_secs,
             consume_secs,
             cpu,
             workers: 1,
-            batch_size: None,
+            batch_size: match ack {
+                Ack::Multiple => Some(DEFAULT_BATCH),
+                Ack::Each => Some(1),
+            },
             applied: None,
         };
-        self.say(format!("[broker-only] {:.0} msg/s", r.rate()));
+        self.say(format!("[{name}] {:.0} msg/s", r.rate()));
         Ok(r)
     }
 
     pub(super) async fn run_naive(&mut self, n: usize) -> anyhow::Result<RunResult> {
         self.say(format!("[naive] publishing {n}…"));
-        let (_, bodies) = self.payloads(n);
-        let publish_secs = self.publish_backlog(bodies).await?;
+        let (_, messages) = self.webhook_backlog(n, self.args.conversations);
+        let payload_bytes = messages.iter().map(|m| m.body.len()).sum::<usize>() / n.max(1);
+        let publish_secs = self.publish_backlog(messages).await?;
         self.say(format!("[naive] consuming {n}: one transaction and one ack per message…"));
         let registry = AdapterRegistry::with_defaults();
         let adapter = registry.get(ChannelType::Webhook, "webhook").expect("webhook adapter");
@@ -120,15 +156,17 @@ impl Bench {
             seen += 1;
         }
         let consume_secs = first.expect("n >= 1").elapsed().as_secs_f64();
-        let cpu = before.delta(&CpuSnapshot::take(&self.db_name, &[]), "bench process (consumer)");
+        let cpu = before.usage_until(&CpuSnapshot::take(&self.db_name, &[]), Consumer::InProcess);
         let _ = channel.close(200, "done".into()).await;
         pool.close().await;
         self.expected_rows += n as i64;
         let rows = self.rows().await?;
         anyhow::ensure!(rows == self.expected_rows, "naive: {rows} rows, expected {}", self.expected_rows);
         let r = RunResult {
+            key: "naive".into(),
             name: "naive (tx+ack per msg)".into(),
             messages: n,
+            payload_bytes,
             publish_secs,
             consume_secs,
             cpu,

@@ -1,5 +1,6 @@
-//! The paced latency run: publish -> commit, seen through `NOTIFY` from a trigger on the bench
-//! database.
+//! The paced latency run: publish -> commit through one default worker at a share of the
+//! measured rate, seen through `NOTIFY` from a trigger the bench adds to its own database
+//! (PostgreSQL delivers it when the worker's transaction commits).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -8,7 +9,10 @@ use std::time::{Duration, Instant};
 use lapin::options::BasicPublishOptions;
 
 use super::workers::stop_workers;
-use super::{Bench, LatencyResult, ROUTING_KEY};
+use intake_adapters::ChannelType;
+
+use super::report::LatencyResult;
+use super::Bench;
 use crate::amqp::envelope;
 use crate::amqp::publish::new_message_properties;
 
@@ -19,7 +23,7 @@ impl Bench {
         let rate = rate.max(1.0);
         let count = ((rate * self.args.latency_secs as f64) as usize).max(1);
         self.say(format!("[latency] {count} messages paced at {rate:.0} msg/s through one default worker…"));
-        let (run, bodies) = self.payloads(count);
+        let (run, messages) = self.webhook_backlog(count, self.args.conversations);
         sqlx::query(&format!(
             "CREATE FUNCTION bench_notify() RETURNS trigger LANGUAGE plpgsql AS $$
              BEGIN PERFORM pg_notify('{NOTIFY_CHANNEL}', regexp_replace(NEW.idempotency_key, '^webhook:[^:]*:', ''));
@@ -49,7 +53,7 @@ impl Bench {
         };
         let child = self.spawn_worker(None)?;
         let spawn = Instant::now();
-        while self.queue_state(&self.queue()).await?.1 == 0 {
+        while self.queue_state(&self.topology.queue(ChannelType::Webhook)).await?.1 == 0 {
             anyhow::ensure!(spawn.elapsed() < Duration::from_secs(60), "[latency] worker did not start consuming");
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
@@ -74,21 +78,21 @@ impl Bench {
         let mut published: Vec<(String, Instant)> = Vec::with_capacity(count);
         let started = Instant::now();
         let channel = self.publisher.channel();
-        for (i, body) in bodies.into_iter().enumerate() {
+        for (i, message) in messages.into_iter().enumerate() {
             let due = started + Duration::from_secs_f64(i as f64 / rate);
             tokio::time::sleep_until(due.into()).await;
             let props = new_message_properties(
                 &format!("bench-{}-{i}", self.id),
-                "application/json",
-                [(envelope::ADAPTER, "webhook".to_owned())],
+                message.kind.content_type(),
+                [(envelope::ADAPTER, message.kind.adapter_key().to_owned())],
             );
             published.push((format!("r{run}-{i:06}"), Instant::now()));
             let confirm = channel
                 .basic_publish(
                     self.topology.exchange.as_str().into(),
-                    ROUTING_KEY.into(),
+                    message.routing_key().into(),
                     BasicPublishOptions { mandatory: true, ..Default::default() },
-                    &body,
+                    &message.body,
                     props.with_delivery_mode(2),
                 )
                 .await?;
