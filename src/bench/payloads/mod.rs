@@ -11,7 +11,6 @@ mod webhook;
 pub(super) use mix::{mix_entry_points, mix_message, MixStats};
 pub(super) use webhook::{conversation_key as webhook_conversation_key, entry_point_name, webhook_message};
 
-#[cfg(test)]
 use intake_adapters::ChannelType;
 
 /// One message to publish.
@@ -53,7 +52,6 @@ impl Kind {
         }
     }
 
-    #[cfg(test)]
     pub fn channel_type(self) -> ChannelType {
         match self {
             Kind::Email => ChannelType::Email,
