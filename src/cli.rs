@@ -71,9 +71,10 @@ pub enum Command {
     /// Manage API tokens.
     #[command(subcommand)]
     Token(TokenCommand),
-    /// Benchmark against the local RabbitMQ and PostgreSQL: broker-only and naive baselines,
-    /// the real worker (throughput, publish→commit latency, CPU per process), and sweeps over
-    /// worker counts and batch sizes, on its own queues and database. `intake bench --help`
+    /// Benchmark against the local RabbitMQ and PostgreSQL: the real worker next to broker-only
+    /// (ack multiple, ack each) and naive baselines, with CPU µs per message, publish→commit
+    /// latency, bytes on disk per message, and scenarios (real-size mix, one hot
+    /// conversation, a big table), on its own queues and database. `intake bench --help`
     /// explains the method.
     #[command(long_about = crate::bench::LONG_ABOUT)]
     Bench(crate::bench::BenchArgs),
