@@ -7,7 +7,8 @@ use sqlx::PgConnection;
 use std::collections::HashMap;
 use uuid::Uuid;
 
-/// [`apply_in`] for a batch of [`appends_only`] requests with a few statements per batch
+/// [`apply_in`] for the [`set_based_eligible`] requests of a batch (`order`; the outcomes of
+/// the others stay `None`) with a few statements per batch
 /// instead of several per message, with the same result as applying them one by one in
 /// `order`: duplicates are found first, conversations are locked (or created) together,
 /// customers are upserted once each with the values the last message would have left, the
@@ -18,7 +19,7 @@ pub(super) async fn apply_appends(
     conn: &mut PgConnection,
     requests: &[UpdateRequest],
     order: &[usize],
-) -> Result<Option<Vec<UpdateOutcome>>, UpdateError> {
+) -> Result<Option<Vec<Option<UpdateOutcome>>>, UpdateError> {
     struct Item<'a> {
         index: usize,
         project: &'a str,
@@ -37,7 +38,7 @@ pub(super) async fn apply_appends(
             let (Some(UpdateAction::Append(message)), Target::Channel { entry_point_id, thread }) =
                 (&r.action, &r.target)
             else {
-                unreachable!("checked by appends_only")
+                unreachable!("checked by set_based_eligible")
             };
             let thread_key = thread.key.as_deref().unwrap_or(&message.idempotency_key);
             let fingerprint = message.fingerprint();
@@ -342,7 +343,7 @@ pub(super) async fn apply_appends(
         .map(|(n, item)| (item.project, item.message.idempotency_key.as_str(), ids[n], conversation_ids[n]))
         .collect();
     unpark(conn, &appended).await?;
-    Ok(Some(outcomes.into_iter().map(|o| o.expect("every request applied")).collect()))
+    Ok(Some(outcomes))
 }
 
 /// Lock the conversations of these threads that exist, in id order; record their ids.
@@ -358,7 +359,7 @@ pub(super) async fn lock_threads<'a>(
            FROM conversations c
            JOIN unnest($1::text[], $2::uuid[], $3::text[]) AS t(project, ep, key)
              ON c.origin_entry_point_id = t.ep AND c.thread_key = t.key AND c.project_id = t.project
-          ORDER BY ('t:' || c.origin_entry_point_id::text || ':' || c.thread_key) COLLATE \"C\" FOR UPDATE OF c",
+          ORDER BY ('t:' || c.origin_entry_point_id::text || ':' || c.thread_key) COLLATE \"C\" FOR NO KEY UPDATE OF c",
     )
     .bind(threads.iter().map(|t| t.0).collect::<Vec<_>>())
     .bind(threads.iter().map(|t| t.1).collect::<Vec<_>>())

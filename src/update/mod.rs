@@ -11,8 +11,10 @@
 //! - preview and customer profile follow the newest message (ties broken by key);
 //! - an inbound message newer than `closedAt` reopens the conversation unless it is automatic.
 //!
-//! Concurrency: every change takes the conversation row lock (`SELECT … FOR UPDATE`) before it
-//! reads or writes anything derived, so concurrent workers serialise per conversation.
+//! Concurrency: every change takes the conversation row lock (`SELECT … FOR NO KEY UPDATE`)
+//! before it reads or writes anything derived, so concurrent workers serialise per
+//! conversation (the weaker lock lets foreign-key checks of other tables through, such as the
+//! preview search refresh, instead of queueing behind a batch).
 
 use std::sync::atomic::{AtomicI64, Ordering};
 
@@ -252,40 +254,58 @@ async fn apply_batch_once(
     order: &[usize],
 ) -> Result<Vec<UpdateOutcome>, UpdateError> {
     let mut tx = pool.begin().await?;
-    // The set-based path declines (before writing anything) when a key comes back with other
-    // content; the one-at-a-time path stores that message under a derived key.
-    let set_based = if appends_only(requests) { apply_appends(&mut tx, requests, order).await? } else { None };
-    let outcomes = match set_based {
-        Some(outcomes) => outcomes,
-        None => {
-            let mut outcomes = vec![None; requests.len()];
-            for &i in order {
-                outcomes[i] = Some(apply_in(&mut tx, &requests[i]).await?);
-            }
-            outcomes.into_iter().map(|o| o.expect("every request applied")).collect()
+    // Plain new messages take the set-based path together; the rest (and all of them when the
+    // set-based path declines, before writing anything, because a key came back with other
+    // content) go one at a time, in the same transaction.
+    let eligible = set_based_eligible(requests);
+    let plain: Vec<usize> = order.iter().copied().filter(|&i| eligible[i]).collect();
+    let mut outcomes = vec![None; requests.len()];
+    let mut rest: Vec<usize> = order.to_vec();
+    if !plain.is_empty() {
+        if let Some(set) = apply_appends(&mut tx, requests, &plain).await? {
+            outcomes = set;
+            rest.retain(|&i| !eligible[i]);
         }
-    };
+    }
+    for i in rest {
+        outcomes[i] = Some(apply_in(&mut tx, &requests[i]).await?);
+    }
+    let outcomes = outcomes.into_iter().map(|o| o.expect("every request applied")).collect();
     tx.commit().await?;
     Ok(outcomes)
 }
 
-/// Whether a batch can take the set-based path: only new messages through an entry point
-/// (the worker's usual batch), found by thread key, with distinct idempotency keys. Anything
-/// else (edits, statuses, attributes, references, reply tokens, pending email, a key twice)
-/// is applied one update at a time.
+/// Which requests of a batch can take the set-based path: new messages through an entry point
+/// (the worker's usual traffic), found by thread key, whose key is nowhere else in the batch.
+/// Anything else (edits, statuses, attributes, references, reply tokens, pending email, a key
+/// twice) is applied one update at a time.
+fn set_based_eligible(requests: &[UpdateRequest]) -> Vec<bool> {
+    let mut seen: std::collections::HashMap<(&str, &str), usize> = std::collections::HashMap::new();
+    for r in requests {
+        if let Some(action) = &r.action {
+            *seen.entry((r.project_id.as_str(), action_key(action))).or_default() += 1;
+        }
+    }
+    requests
+        .iter()
+        .map(|r| {
+            let (Some(UpdateAction::Append(m)), Target::Channel { thread, .. }) = (&r.action, &r.target) else {
+                return false;
+            };
+            thread.references.is_empty()
+                && thread.conversation_id_hint.is_none()
+                && !r.extras.pending_delivery
+                && r.extras.message_type == MessageType::Message
+                && r.attributes.is_empty()
+                && seen[&(r.project_id.as_str(), m.idempotency_key.as_str())] == 1
+        })
+        .collect()
+}
+
+/// Whether the whole batch takes the set-based path.
+#[cfg(test)]
 fn appends_only(requests: &[UpdateRequest]) -> bool {
-    let mut keys = std::collections::HashSet::with_capacity(requests.len());
-    requests.iter().all(|r| {
-        let (Some(UpdateAction::Append(m)), Target::Channel { thread, .. }) = (&r.action, &r.target) else {
-            return false;
-        };
-        thread.references.is_empty()
-            && thread.conversation_id_hint.is_none()
-            && !r.extras.pending_delivery
-            && r.extras.message_type == MessageType::Message
-            && r.attributes.is_empty()
-            && keys.insert((r.project_id.as_str(), m.idempotency_key.as_str()))
-    })
+    set_based_eligible(requests).iter().all(|&e| e)
 }
 
 fn lock_key(request: &UpdateRequest) -> String {

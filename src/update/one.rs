@@ -166,7 +166,7 @@ pub(super) async fn find_message(
 }
 
 pub(super) async fn lock_conversation(conn: &mut PgConnection, project: &str, id: Uuid) -> Result<(), UpdateError> {
-    sqlx::query("SELECT 1 FROM conversations WHERE id = $1 AND project_id = $2 FOR UPDATE")
+    sqlx::query("SELECT 1 FROM conversations WHERE id = $1 AND project_id = $2 FOR NO KEY UPDATE")
         .bind(id)
         .bind(project)
         .fetch_optional(conn)
@@ -250,7 +250,7 @@ pub(super) async fn resolve_conversation(
     }
     let id: Uuid = sqlx::query_scalar(
         "SELECT id FROM conversations
-          WHERE origin_entry_point_id = $1 AND thread_key = $2 AND project_id = $3 FOR UPDATE",
+          WHERE origin_entry_point_id = $1 AND thread_key = $2 AND project_id = $3 FOR NO KEY UPDATE",
     )
     .bind(entry_point_id)
     .bind(thread_key)

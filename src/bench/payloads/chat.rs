@@ -19,7 +19,6 @@ pub(in crate::bench) const TELEGRAM_BOT: &str = "bench_support_bot";
 const STREAM_SLACK: u64 = 0x51;
 const STREAM_WHATSAPP: u64 = 0x52;
 const STREAM_TELEGRAM: u64 = 0x53;
-const BASE_TIME: usize = 1_750_000_000;
 const TEAM: &str = "T0BENCH01";
 const BOT_USER: &str = "U0BOTBENCH";
 
@@ -33,7 +32,7 @@ pub(in crate::bench) fn whatsapp_number_id(n: usize) -> String {
 }
 
 fn slack_ts(run: usize, k: usize) -> String {
-    format!("{}.{:06}", BASE_TIME + run * 10_000_000 + k, (k * 7919 + 13) % 1_000_000)
+    format!("{}.{:06}", super::message_time(run, k), (k * 7919 + 13) % 1_000_000)
 }
 
 /// Slack message `k` of run `run`: threads of four in a channel (root, two customer replies and
@@ -93,7 +92,7 @@ pub(in crate::bench) fn slack(seed: u64, run: usize, k: usize) -> BenchMessage {
         "event": event,
         "type": "event_callback",
         "event_id": format!("Ev0R{run}K{k:07}"),
-        "event_time": BASE_TIME + run * 10_000_000 + k,
+        "event_time": super::message_time(run, k),
         "authorizations": [{"enterprise_id": null, "team_id": TEAM, "user_id": BOT_USER, "is_bot": true, "is_enterprise_install": false}],
         "is_ext_shared_channel": false,
         "event_context": format!("4-{}", BASE64.encode(rng.bytes(60))),
@@ -111,7 +110,7 @@ pub(in crate::bench) fn whatsapp(seed: u64, run: usize, k: usize) -> BenchMessag
     let number = t % WHATSAPP_NUMBERS;
     let wa_id = format!("4479{:08}", (run * 1_000_000 + t) % 100_000_000);
     let id = format!("wamid.{}", BASE64.encode(format!("HBgM{wa_id}FQIAEhgg{run}K{k:07}{}", rng.hex(16))));
-    let timestamp = (BASE_TIME + run * 10_000_000 + k * 3).to_string();
+    let timestamp = (super::message_time(run, k * 3)).to_string();
     let len = rng.range(20, 400);
     let text = prose(&mut rng, len, true);
     let message = if rng.percent(20) {
@@ -153,7 +152,7 @@ pub(in crate::bench) fn telegram(seed: u64, run: usize, k: usize) -> BenchMessag
         "username": format!("{}_{}", handle(first), t), "language_code": *who.pick(&["en", "de", "fr", "es", "pl"]),
     });
     let chat = json!({"id": chat_id, "first_name": first, "last_name": last, "username": format!("{}_{}", handle(first), t), "type": "private"});
-    let date = BASE_TIME + run * 10_000_000 + k * 5;
+    let date = super::message_time(run, k * 5);
     let len = rng.range(10, 300);
     let text = prose(&mut rng, len, true);
     let mut message = json!({"message_id": k + 1, "from": user, "chat": chat, "date": date});

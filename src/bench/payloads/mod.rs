@@ -1,7 +1,7 @@
 //! Message bodies the bench publishes, all generated: the ~1 KB generic webhook of the throughput
 //! runs, and the real-size mix of the `mix` scenario (emails, Slack, WhatsApp, Telegram and
-//! webhooks). Everything is a pure function of its inputs (a seed and an index), so the same
-//! flags publish the same bytes on every run and on every machine.
+//! webhooks). Everything is a pure function of its inputs (a seed and an index) and of the
+//! bench's start time (the message times), so the same flags publish the same messages.
 
 mod chat;
 mod email;
@@ -12,6 +12,17 @@ pub(super) use mix::{mix_entry_points, mix_message, MixStats};
 pub(super) use webhook::{conversation_key as webhook_conversation_key, entry_point_name, webhook_message};
 
 use intake_adapters::ChannelType;
+
+/// Message `k` of run `run`: its time in seconds. Live traffic is stamped about when it
+/// arrives, so every message moves its conversation's activity forward (which costs an index
+/// update); a backlog stamped in the past would skip that. So the times start a little ahead
+/// of the bench's start and rise with `k`, and stay within intake's future skew (24 h) for
+/// 20 runs of 400,000 messages.
+pub(super) fn message_time(run: usize, k: usize) -> i64 {
+    static START: std::sync::OnceLock<i64> = std::sync::OnceLock::new();
+    let start = *START.get_or_init(|| chrono::Utc::now().timestamp() + 600);
+    start + run as i64 * 3_600 + k as i64 / 10
+}
 
 /// One message to publish.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -45,7 +45,7 @@ fn payload(run: usize, i: usize, conversations: usize, entry_points: usize) -> V
         }
         text.push_str(WORDS[(seed % WORDS.len() as u64) as usize]);
     }
-    let occurred = chrono::DateTime::<chrono::Utc>::from_timestamp(1_700_000_000 + (run * 1_000_000 + i) as i64, 0)
+    let occurred = chrono::DateTime::<chrono::Utc>::from_timestamp(super::message_time(run, i), 0)
         .expect("valid time")
         .to_rfc3339();
     let sender = if outbound {
