@@ -22,7 +22,6 @@ const STREAM_THREAD: u64 = 0xE1;
 const STREAM_MAIL: u64 = 0xE2;
 const STREAM_ID: u64 = 0xE3;
 const STREAM_TEXT: u64 = 0xE4;
-/// Dates start here (June 2025): always in the past, so the adapter believes them.
 
 const DOMAINS: &[&str] = &["example.com", "mail.example.org", "customer.test", "post.example.net", "web.example.de"];
 const MAILERS: &[&str] = &[
