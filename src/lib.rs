@@ -6,6 +6,7 @@ pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod gateway;
+pub mod health;
 pub mod http;
 pub mod inbound_parse;
 pub mod metrics;
