@@ -125,7 +125,7 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 0.5)]
     pub latency_load: f64,
 
-    /// Length of the paced latency run, in seconds.
+    /// Length of the paced latency run, in seconds (its first 2 s are also reported apart).
     #[arg(long, default_value_t = 10)]
     pub latency_secs: u64,
 
