@@ -398,9 +398,8 @@ async fn publish(args: PublishArgs) -> anyhow::Result<()> {
     let routing_key = format!("{}.{}", channel_type, args.adapter);
     let content_type =
         args.content_type.clone().unwrap_or_else(|| envelope::default_content_type(channel_type, &args.adapter).into());
-    let connection = crate::amqp::connect(&args.amqp.amqp_url, "intake-publish").await?;
-    let publisher = ConfirmedPublisher::open(&connection).await?;
-    Topology::from(&args.amqp).declare(publisher.channel()).await?;
+    // Reconnects (to another node of a cluster) and publishes again what was not confirmed.
+    let publisher = LazyPublisher::new(&args.amqp.amqp_url).declaring(Topology::from(&args.amqp));
     for file in &args.files {
         let body = if file.as_os_str() == "-" {
             let mut buf = Vec::new();
@@ -421,7 +420,7 @@ async fn publish(args: PublishArgs) -> anyhow::Result<()> {
         publisher.publish(&args.amqp.exchange, &routing_key, &body, properties).await?;
         println!("{message_id}\t{routing_key}\t{}", file.display());
     }
-    let _ = connection.close(200, "done".into()).await;
+    publisher.close().await;
     Ok(())
 }
 

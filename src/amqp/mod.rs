@@ -3,6 +3,7 @@
 
 pub mod dlq;
 pub mod envelope;
+pub mod nodes;
 pub mod publish;
 pub mod topology;
 pub mod worker;
@@ -11,7 +12,7 @@ use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 use lapin::types::{AMQPValue, FieldTable};
-use lapin::{Connection, ConnectionProperties};
+use lapin::Connection;
 
 use crate::config::DEFAULT_AMQP_URL;
 
@@ -24,7 +25,9 @@ pub enum QueueType {
 /// Broker connection and topology names, shared by every AMQP subcommand.
 #[derive(Debug, Clone, Args)]
 pub struct AmqpArgs {
-    /// RabbitMQ URL (the vhost is URL-encoded: `%2f` is `/`).
+    /// RabbitMQ URL (the vhost is URL-encoded: `%2f` is `/`), or several nodes of a cluster,
+    /// comma-separated: a process connects to the first that answers and, when its connection
+    /// is lost, reconnects to another.
     #[arg(long, env = "AMQP_URL", default_value = DEFAULT_AMQP_URL, hide_env_values = true)]
     pub amqp_url: String,
 
@@ -72,14 +75,10 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     }
 }
 
-/// Connect with a timeout, so a dead broker gives an error instead of a hang.
-pub async fn connect(url: &str, name: &str) -> anyhow::Result<Connection> {
-    let props = ConnectionProperties::default().with_connection_name(name.into());
-    match tokio::time::timeout(Duration::from_secs(10), Connection::connect(url, props)).await {
-        Ok(Ok(conn)) => Ok(conn),
-        Ok(Err(e)) => Err(anyhow::anyhow!("cannot connect to RabbitMQ: {e}")),
-        Err(_) => Err(anyhow::anyhow!("cannot connect to RabbitMQ: timed out after 10s")),
-    }
+/// Connect to one of the nodes in `urls` (one URL or several, comma-separated), each with a
+/// timeout, so a dead broker gives an error instead of a hang. See [`nodes`].
+pub async fn connect(urls: &str, name: &str) -> anyhow::Result<Connection> {
+    nodes::connect(urls, name).await
 }
 
 /// Read a header as a string (numbers and booleans are printed).

@@ -123,6 +123,10 @@ pub fn new_message_properties(
         .with_headers(table)
 }
 
+/// How long [`LazyPublisher::publish`] keeps publishing a message again after a broken
+/// connection or a nack (a cluster's failover takes a few seconds).
+pub const REPUBLISH_FOR: std::time::Duration = std::time::Duration::from_secs(20);
+
 /// A lazily connected, reconnecting confirmed publisher for request handlers (the gateway and
 /// the HTTP API's outbound email queue). Requests publish concurrently on one confirm channel;
 /// the lock is held only to connect. The topology is declared on connect, so messages are
@@ -134,7 +138,7 @@ pub struct LazyPublisher {
 }
 
 struct PublisherSession {
-    _connection: Connection,
+    connection: Connection,
     publisher: ConfirmedPublisher,
 }
 
@@ -159,11 +163,23 @@ impl LazyPublisher {
         if let Some(topology) = &self.topology {
             topology.declare(publisher.channel()).await?;
         }
-        let session = Arc::new(PublisherSession { _connection: connection, publisher });
+        let session = Arc::new(PublisherSession { connection, publisher });
         *guard = Some(session.clone());
         Ok(session)
     }
 
+    /// Close the connection, if one is open (a short-lived tool before it exits).
+    pub async fn close(&self) {
+        if let Some(session) = self.session.lock().await.take() {
+            let _ = session.connection.close(200, "done".into()).await;
+        }
+    }
+
+    /// Publish and wait for the confirm. When the connection breaks (or the broker nacks, as a
+    /// quorum queue does while it has no leader) before the confirm, the message is published
+    /// again on a new connection, to another node if several are configured, for up to
+    /// [`REPUBLISH_FOR`]: a message is confirmed at least once or the caller gets the error.
+    /// When no node answers at all, the error comes at once (the caller answers 503/451).
     pub async fn publish(
         &self,
         exchange: &str,
@@ -171,14 +187,29 @@ impl LazyPublisher {
         body: &[u8],
         properties: BasicProperties,
     ) -> anyhow::Result<()> {
-        let session = self.session().await?;
-        if let Err(e) = session.publisher.publish(exchange, routing_key, body, properties).await {
-            let mut guard = self.session.lock().await;
-            if guard.as_ref().is_some_and(|current| Arc::ptr_eq(current, &session)) {
-                *guard = None; // reconnect on the next publish
+        let started = std::time::Instant::now();
+        let mut backoff = std::time::Duration::from_millis(100);
+        loop {
+            let session = self.session().await?;
+            let error = match session.publisher.publish(exchange, routing_key, body, properties.clone()).await {
+                Ok(()) => return Ok(()),
+                Err(e @ PublishError::Unroutable { .. }) => return Err(e.into()),
+                Err(e) => e,
+            };
+            {
+                let mut guard = self.session.lock().await;
+                if guard.as_ref().is_some_and(|current| Arc::ptr_eq(current, &session)) {
+                    *guard = None; // reconnect before publishing again
+                }
             }
-            return Err(e.into());
+            if started.elapsed() + backoff > REPUBLISH_FOR {
+                return Err(anyhow::Error::from(error)
+                    .context(format!("not confirmed within {}s", REPUBLISH_FOR.as_secs())));
+            }
+            tracing::warn!(error = %error, "publish not confirmed; publishing again");
+            metrics::counter!("intake_republished_total").increment(1);
+            tokio::time::sleep(super::nodes::jittered(backoff)).await;
+            backoff = (backoff * 2).min(std::time::Duration::from_secs(2));
         }
-        Ok(())
     }
 }

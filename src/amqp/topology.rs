@@ -84,6 +84,11 @@ impl Topology {
             // Messages over the delivery limit go to the dead queue instead of vanishing.
             args.insert("x-dead-letter-exchange".into(), long_string(""));
             args.insert("x-dead-letter-routing-key".into(), long_string(self.dead_queue.clone()));
+            // A message over the delivery limit reaches the dead queue at least once (RabbitMQ
+            // 3.10+; older brokers ignore these and drop it at most once). at-least-once needs
+            // reject-publish; without a length limit nothing is ever rejected.
+            args.insert("x-dead-letter-strategy".into(), long_string("at-least-once"));
+            args.insert("x-overflow".into(), long_string("reject-publish"));
         }
         args
     }

@@ -197,10 +197,11 @@ async fn consume_until_shutdown(shared: &Arc<Shared>, amqp_url: &str) -> anyhow:
                 if started.elapsed() > Duration::from_secs(30) {
                     backoff = Duration::from_millis(250);
                 }
-                tracing::warn!(error = %format!("{e:#}"), retry_in = ?backoff, "worker session ended; reconnecting");
+                let wait = super::nodes::jittered(backoff);
+                tracing::warn!(error = %format!("{e:#}"), retry_in = ?wait, "worker session ended; reconnecting");
                 metrics::counter!("intake_worker_reconnects_total").increment(1);
                 tokio::select! {
-                    _ = tokio::time::sleep(backoff) => {}
+                    _ = tokio::time::sleep(wait) => {}
                     _ = shared.shutdown.cancelled() => return Ok(()),
                 }
                 backoff = (backoff * 2).min(Duration::from_secs(30));

@@ -1,0 +1,120 @@
+//! Every RabbitMQ-facing command takes a list of node URLs and gets past a dead first one: the
+//! worker, `intake publish` and `intake dlq` as the real binary; the gateway and the SMTP
+//! receiver through the same `LazyPublisher` their commands build from `AMQP_URL`.
+
+mod common;
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use common::*;
+use intake::adapters::ChannelType;
+
+/// Nothing listens on port 1: the connection is refused at once.
+const DEAD_FIRST: &str = "amqp://guest:guest@127.0.0.1:1/%2f";
+
+fn node_list() -> String {
+    format!("{DEAD_FIRST},{AMQP_URL}")
+}
+
+fn webhook(id: &str) -> Vec<u8> {
+    serde_json::to_vec(&serde_json::json!({"id": id, "conversationKey": "t", "direction": "inbound",
+        "sender": {"id": "c-1", "displayName": "Lin"}, "body": format!("message {id}"), "occurredAt": "2025-01-01T00:00:00Z"}))
+    .unwrap()
+}
+
+fn intake(topology: &intake::amqp::topology::Topology) -> tokio::process::Command {
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_intake"));
+    command
+        .env("AMQP_URL", node_list())
+        .env("INTAKE_EXCHANGE", &topology.exchange)
+        .env("INTAKE_QUEUE_PREFIX", &topology.queue_prefix)
+        .env("INTAKE_DEAD_QUEUE", &topology.dead_queue)
+        .env("INTAKE_RETRY_DELAYS", "200ms,400ms")
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .kill_on_drop(true);
+    command
+}
+
+async fn run(mut command: tokio::process::Command) -> String {
+    let out = tokio::time::timeout(Duration::from_secs(60), command.output()).await.expect("finishes").unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publish_worker_and_dlq_commands_skip_a_dead_first_node() {
+    let db = TestDb::new().await;
+    let broker = TestBroker::new().await;
+    db.project_with_entry_point("p", ChannelType::Webhook, "webhook", "shop").await;
+    let dir = tempfile_dir();
+    let known = dir.join("known.json");
+    let unknown = dir.join("unknown.json");
+    std::fs::write(&known, webhook("n1")).unwrap();
+    std::fs::write(&unknown, webhook("n2")).unwrap();
+
+    // intake publish: one to a registered entry point, one to an unknown one.
+    let mut publish = intake(&broker.topology);
+    publish.args(["publish", "--adapter", "webhook", "--external-channel-id", "shop"]).arg(&known);
+    run(publish).await;
+    let mut publish = intake(&broker.topology);
+    publish.args(["publish", "--adapter", "webhook", "--external-channel-id", "elsewhere"]).arg(&unknown);
+    run(publish).await;
+
+    // intake worker stores the first and dead-letters the second.
+    let mut worker = worker_command(&db.url, &broker.topology);
+    worker.env("AMQP_URL", node_list());
+    let mut worker = worker.spawn().unwrap();
+    wait_until(60, "the message stored", || async { count(&db.pool, "SELECT count(*) FROM messages").await == 1 })
+        .await;
+    wait_until(30, "the other dead-lettered", || async { broker.depth(&broker.topology.dead_queue).await == 1 }).await;
+
+    // intake dlq list and replay (after registering the missing entry point).
+    let mut list = intake(&broker.topology);
+    list.args(["dlq", "list", "--json"]);
+    let listed = run(list).await;
+    assert!(listed.contains("unknown_entry_point"), "{listed}");
+    db.project_with_entry_point("p", ChannelType::Webhook, "webhook", "elsewhere").await;
+    let mut replay = intake(&broker.topology);
+    replay.args(["dlq", "replay", "--all"]);
+    run(replay).await;
+    wait_until(60, "the replayed message stored", || async {
+        count(&db.pool, "SELECT count(*) FROM messages").await == 2
+    })
+    .await;
+
+    let _ = worker.start_kill();
+    let _ = worker.wait().await;
+    broker.cleanup().await;
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_publisher_of_the_gateway_and_smtpd_skips_a_dead_first_node() {
+    let broker = TestBroker::new().await;
+    let publisher =
+        intake::amqp::publish::LazyPublisher::new(&node_list()).declaring(broker.topology.clone());
+    let props = intake::amqp::publish::new_message_properties("m1", "application/json", []);
+    publisher.publish(&broker.topology.exchange, "webhook.webhook", &webhook("g1"), props).await.unwrap();
+    assert_eq!(broker.depth(&broker.topology.queue(ChannelType::Webhook)).await, 1);
+
+    // Only dead nodes: the caller gets an error at once (and answers 503 / 451), naming each.
+    let dead = intake::amqp::publish::LazyPublisher::new(&format!("{DEAD_FIRST},amqp://guest:guest@127.0.0.1:2/%2f"));
+    let props = intake::amqp::publish::new_message_properties("m2", "application/json", []);
+    let started = std::time::Instant::now();
+    let error = dead.publish(&broker.topology.exchange, "webhook.webhook", b"{}", props).await.unwrap_err();
+    let text = format!("{error:#}");
+    assert!(text.contains("any of 2 RabbitMQ nodes") && text.contains("127.0.0.1:2"), "{text}");
+    assert!(!text.contains("guest:guest"), "password redacted: {text}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    publisher.close().await;
+    broker.cleanup().await;
+}
+
+fn tempfile_dir() -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("intake-nodes-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
