@@ -94,8 +94,7 @@ async fn publish_worker_and_dlq_commands_skip_a_dead_first_node() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_publisher_of_the_gateway_and_smtpd_skips_a_dead_first_node() {
     let broker = TestBroker::new().await;
-    let publisher =
-        intake::amqp::publish::LazyPublisher::new(&node_list()).declaring(broker.topology.clone());
+    let publisher = intake::amqp::publish::LazyPublisher::new(&node_list()).declaring(broker.topology.clone());
     let props = intake::amqp::publish::new_message_properties("m1", "application/json", []);
     publisher.publish(&broker.topology.exchange, "webhook.webhook", &webhook("g1"), props).await.unwrap();
     assert_eq!(broker.depth(&broker.topology.queue(ChannelType::Webhook)).await, 1);

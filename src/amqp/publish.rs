@@ -196,17 +196,25 @@ impl LazyPublisher {
                 Err(e @ PublishError::Unroutable { .. }) => return Err(e.into()),
                 Err(e) => e,
             };
-            {
+            let first_to_see_it = {
                 let mut guard = self.session.lock().await;
-                if guard.as_ref().is_some_and(|current| Arc::ptr_eq(current, &session)) {
+                let current = guard.as_ref().is_some_and(|current| Arc::ptr_eq(current, &session));
+                if current {
                     *guard = None; // reconnect before publishing again
                 }
-            }
+                current
+            };
             if started.elapsed() + backoff > REPUBLISH_FOR {
-                return Err(anyhow::Error::from(error)
-                    .context(format!("not confirmed within {}s", REPUBLISH_FOR.as_secs())));
+                return Err(
+                    anyhow::Error::from(error).context(format!("not confirmed within {}s", REPUBLISH_FOR.as_secs()))
+                );
             }
-            tracing::warn!(error = %error, "publish not confirmed; publishing again");
+            // One warning per broken connection, not one per message that was in flight on it.
+            if first_to_see_it {
+                tracing::warn!(error = %error, "publish not confirmed; reconnecting and publishing again");
+            } else {
+                tracing::debug!(error = %error, "publish not confirmed; publishing again");
+            }
             metrics::counter!("intake_republished_total").increment(1);
             tokio::time::sleep(super::nodes::jittered(backoff)).await;
             backoff = (backoff * 2).min(std::time::Duration::from_secs(2));

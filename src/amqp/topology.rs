@@ -123,6 +123,13 @@ impl Topology {
             for (n, delay) in self.retry_delays.iter().enumerate() {
                 let retry = self.retry_queue(&queue, n).expect("delay exists");
                 let mut args = FieldTable::default();
+                if self.queue_type == QueueType::Quorum {
+                    // Replicated like the queue it feeds: a classic retry queue lives on one node
+                    // and holds its messages hostage while that node is down.
+                    args.insert("x-queue-type".into(), long_string("quorum"));
+                    args.insert("x-dead-letter-strategy".into(), long_string("at-least-once"));
+                    args.insert("x-overflow".into(), long_string("reject-publish"));
+                }
                 args.insert("x-message-ttl".into(), AMQPValue::LongLongInt(delay.as_millis() as i64));
                 args.insert("x-dead-letter-exchange".into(), long_string(""));
                 args.insert("x-dead-letter-routing-key".into(), long_string(queue.clone()));

@@ -89,6 +89,10 @@ impl Sampler {
     /// Sample now. Never fails: a part that cannot be read is left empty with a warning.
     pub async fn sample(&self) -> Overview {
         let _ = (&self.pool, &self.amqp_url, &self.topology);
-        Overview { sampled_at: Some(Utc::now()), warnings: vec!["health sampling is not implemented yet".into()], ..Default::default() }
+        Overview {
+            sampled_at: Some(Utc::now()),
+            warnings: vec!["health sampling is not implemented yet".into()],
+            ..Default::default()
+        }
     }
 }
