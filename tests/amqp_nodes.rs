@@ -1,6 +1,6 @@
 //! Every RabbitMQ-facing command takes a list of node URLs and gets past a dead first one: the
-//! worker, `intake publish` and `intake dlq` as the real binary; the gateway and the SMTP
-//! receiver through the same `LazyPublisher` their commands build from `AMQP_URL`.
+//! worker, `intake publish`, `intake dlq`, `intake gateway` and `intake smtpd` as the real binary,
+//! and the `LazyPublisher` they share alone (including a list of only dead nodes).
 
 mod common;
 
@@ -91,8 +91,98 @@ async fn publish_worker_and_dlq_commands_skip_a_dead_first_node() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
+fn free_addr() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().to_string()
+}
+
+/// Start a server command and wait until it listens on `addr`.
+async fn serve(mut command: tokio::process::Command, addr: &str) -> tokio::process::Child {
+    let child = command.stdout(Stdio::null()).stderr(Stdio::inherit()).spawn().unwrap();
+    wait_until(60, "the server to listen", || async { tokio::net::TcpStream::connect(addr).await.is_ok() }).await;
+    child
+}
+
+/// One SMTP line exchange: send `line` (unless empty), read the reply, return its code.
+async fn smtp_step(stream: &mut tokio::io::BufReader<tokio::net::TcpStream>, line: &str) -> u16 {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+    if !line.is_empty() {
+        stream.get_mut().write_all(line.as_bytes()).await.unwrap();
+    }
+    loop {
+        let mut reply = String::new();
+        stream.read_line(&mut reply).await.unwrap();
+        if reply.as_bytes().get(3) != Some(&b'-') {
+            return reply[..3].parse().unwrap();
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_publisher_of_the_gateway_and_smtpd_skips_a_dead_first_node() {
+async fn gateway_and_smtpd_commands_skip_a_dead_first_node() {
+    let db = TestDb::new().await;
+    let broker = TestBroker::new().await;
+    db.project_with_entry_point("acme", ChannelType::Email, "email", "support@acme.example").await;
+    intake::store::ensure_project(&db.pool, "acme").await.unwrap();
+    intake::store::create_entry_point_with_secrets(
+        &db.pool,
+        "acme",
+        ChannelType::Webhook,
+        "webhook",
+        "shop",
+        serde_json::json!({}),
+        &[WHSEC.to_owned()],
+        None,
+    )
+    .await
+    .unwrap();
+
+    // intake gateway: a signed webhook is published.
+    let addr = free_addr();
+    let mut gateway = intake(&broker.topology);
+    gateway.arg("gateway").env("DATABASE_URL", &db.url).env("INTAKE_GATEWAY_ADDR", &addr);
+    let mut gateway = serve(gateway, &addr).await;
+    let body = webhook("g1");
+    let ts = chrono::Utc::now().timestamp();
+    let signature = intake::adapters::signature::sign_standard_webhooks(WHSEC, "msg_1", ts, &body).unwrap();
+    let response = reqwest::Client::new()
+        .post(format!("http://{addr}/hooks/webhook/shop"))
+        .header("content-type", "application/json")
+        .header("webhook-id", "msg_1")
+        .header("webhook-timestamp", ts.to_string())
+        .header("webhook-signature", signature)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert!(response.status().is_success(), "{}", response.status());
+    assert_eq!(broker.depth(&broker.topology.queue(ChannelType::Webhook)).await, 1);
+    let _ = gateway.start_kill();
+
+    // intake smtpd: a mail is accepted (250 after DATA) only once the broker confirmed it.
+    let addr = free_addr();
+    let mut smtpd = intake(&broker.topology);
+    smtpd.arg("smtpd").env("DATABASE_URL", &db.url).env("INTAKE_SMTPD_ADDR", &addr);
+    let mut smtpd = serve(smtpd, &addr).await;
+    let mut stream = tokio::io::BufReader::new(tokio::net::TcpStream::connect(&addr).await.unwrap());
+    assert_eq!(smtp_step(&mut stream, "").await, 220);
+    assert_eq!(smtp_step(&mut stream, "EHLO client.example.org\r\n").await, 250);
+    assert_eq!(smtp_step(&mut stream, "MAIL FROM:<ada@example.org>\r\n").await, 250);
+    assert_eq!(smtp_step(&mut stream, "RCPT TO:<support@acme.example>\r\n").await, 250);
+    assert_eq!(smtp_step(&mut stream, "DATA\r\n").await, 354);
+    let mail = "From: Ada <ada@example.org>\r\nTo: support@acme.example\r\nSubject: Hi\r\n\
+                Message-ID: <n1@example.org>\r\n\r\nHello\r\n.\r\n";
+    assert_eq!(smtp_step(&mut stream, mail).await, 250);
+    let _ = smtp_step(&mut stream, "QUIT\r\n").await;
+    assert_eq!(broker.depth(&broker.topology.queue(ChannelType::Email)).await, 1);
+    let _ = smtpd.start_kill();
+    let _ = gateway.wait().await;
+    let _ = smtpd.wait().await;
+    broker.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_shared_publisher_skips_a_dead_first_node_and_fails_fast_when_all_are_dead() {
     let broker = TestBroker::new().await;
     let publisher = intake::amqp::publish::LazyPublisher::new(&node_list()).declaring(broker.topology.clone());
     let props = intake::amqp::publish::new_message_properties("m1", "application/json", []);
