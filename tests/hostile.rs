@@ -575,6 +575,9 @@ fn spawn_worker(db: &TestDb, broker: &TestBroker, http_addr: &str, log: &Path) -
         .arg("--with-api")
         .env("INTAKE_HTTP_ADDR", http_addr)
         .env_remove("INTAKE_MAX_MESSAGE_BYTES") // the default 25 MiB
+        // The health sampler's dead-queue scan would hide letters from the test's own listing
+        // for a moment; this test is not about it (tests/health.rs is).
+        .env("INTAKE_HEALTH_SAMPLE_EVERY", "1h")
         .stderr(std::fs::File::create(log).unwrap())
         .spawn()
         .expect("start intake worker")

@@ -167,3 +167,11 @@ pub async fn depth(channel: &Channel, queue: &str) -> lapin::Result<u32> {
         .await?;
     Ok(q.message_count())
 }
+
+impl DeadLetter {
+    /// The message's AMQP properties as they are in the dead queue (headers included), for
+    /// `dlq show` and the ops console ([`super::properties`] renders them).
+    pub fn properties(&self) -> &lapin::BasicProperties {
+        &self.properties
+    }
+}

@@ -4,6 +4,7 @@
 pub mod dlq;
 pub mod envelope;
 pub mod nodes;
+pub mod properties;
 pub mod publish;
 pub mod topology;
 pub mod worker;
@@ -79,6 +80,30 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 /// timeout, so a dead broker gives an error instead of a hang. See [`nodes`].
 pub async fn connect(urls: &str, name: &str) -> anyhow::Result<Connection> {
     nodes::connect(urls, name).await
+}
+
+/// Close a channel and wait for the broker's answer; its unacked deliveries go back to their
+/// queues. Every channel is closed this way before its connection: a channel only dropped
+/// closes itself in the background, and when the connection is closing by then, lapin takes
+/// the refused `channel.close` for a connection error and logs `ERROR … invalid channel state:
+/// Closing`.
+pub async fn close_channel(channel: &lapin::Channel) {
+    if channel.status().connected() {
+        let closed = tokio::time::timeout(Duration::from_secs(5), channel.close(200, "bye".into())).await;
+        if let Ok(Err(e)) = closed {
+            tracing::debug!(error = %e, "channel close");
+        }
+    }
+}
+
+/// Close a connection (after its channels, see [`close_channel`]), waiting at most 5 s.
+pub async fn close_connection(connection: &Connection) {
+    if connection.status().connected() {
+        let closed = tokio::time::timeout(Duration::from_secs(5), connection.close(200, "bye".into())).await;
+        if let Ok(Err(e)) = closed {
+            tracing::debug!(error = %e, "connection close");
+        }
+    }
 }
 
 /// Read a header as a string (numbers and booleans are printed).

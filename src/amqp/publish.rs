@@ -171,7 +171,8 @@ impl LazyPublisher {
     /// Close the connection, if one is open (a short-lived tool before it exits).
     pub async fn close(&self) {
         if let Some(session) = self.session.lock().await.take() {
-            let _ = session.connection.close(200, "done".into()).await;
+            super::close_channel(session.publisher.channel()).await;
+            super::close_connection(&session.connection).await;
         }
     }
 

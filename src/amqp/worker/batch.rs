@@ -63,6 +63,7 @@ pub(super) async fn process_batch(
                 if let Plan::Apply(r) = &item.plan {
                     let effects: Vec<Effect> = outcomes.by_ref().take(r.len()).map(|o| o.effect).collect();
                     record_applied(item, &effects);
+                    shared.tally.record_ingest(r.iter().filter_map(entry_point_of));
                 }
             }
         }
@@ -87,6 +88,9 @@ pub(super) async fn process_batch(
                     }
                 }
                 record_applied(item, &effects);
+                if !effects.is_empty() {
+                    shared.tally.record_ingest(requests.iter().filter_map(entry_point_of));
+                }
                 if let Some(e) = failure {
                     item.plan = plan_for_update_error(e);
                 }
@@ -96,6 +100,14 @@ pub(super) async fn process_batch(
 
     settle_batch(shared, publisher, &inflight).await?;
     Ok(true)
+}
+
+/// The entry point a channel update came in through (for the last-ingest tally).
+fn entry_point_of(request: &UpdateRequest) -> Option<uuid::Uuid> {
+    match &request.target {
+        update::Target::Channel { entry_point_id, .. } => Some(*entry_point_id),
+        _ => None,
+    }
 }
 
 /// How often a failure that may be the environment's or the message's (a statement timeout,

@@ -21,7 +21,7 @@ use intake_adapters::{AdapterRegistry, ChannelType};
 use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicQosOptions};
 use lapin::types::FieldTable;
-use lapin::{Channel, Connection};
+use lapin::Channel;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -31,6 +31,7 @@ use super::header_string;
 use super::publish::ConfirmedPublisher;
 use super::topology::Topology;
 use crate::attachments::AttachmentStore;
+use crate::health::heartbeat::Tally;
 use crate::smtp::Mailer;
 use crate::store::ResolvedEntryPoint;
 use crate::update::{Effect, UpdateRequest};
@@ -72,6 +73,8 @@ pub struct WorkerSettings {
     pub attachment_store: Option<AttachmentStore>,
     /// Parked updates older than this are dropped by the sweeper.
     pub parked_max_age: Duration,
+    /// How often this worker writes its tally (`worker_instances`, `entry_point_ingest`).
+    pub heartbeat_every: Duration,
 }
 
 impl WorkerSettings {
@@ -87,6 +90,7 @@ impl WorkerSettings {
             mailer: None,
             attachment_store: None,
             parked_max_age: Duration::from_secs(7 * 86400),
+            heartbeat_every: crate::health::heartbeat::DEFAULT_HEARTBEAT_EVERY,
         }
     }
 }
@@ -132,6 +136,8 @@ struct Shared {
     settings: WorkerSettings,
     cache: EntryPointCache,
     shutdown: CancellationToken,
+    /// This process's counts, written by the heartbeat (never per message).
+    tally: Arc<Tally>,
 }
 
 /// Run the worker until `shutdown` is cancelled: connect, declare the topology, consume every
@@ -150,12 +156,30 @@ pub async fn run(
         settings.prefetch,
         settings.batch_size
     );
-    let shared = Arc::new(Shared { pool, registry, settings, cache: EntryPointCache::default(), shutdown });
+    let tally = Arc::new(Tally::new());
+    let shared = Arc::new(Shared {
+        pool,
+        registry,
+        settings,
+        cache: EntryPointCache::default(),
+        shutdown,
+        tally: tally.clone(),
+    });
     let sweeper = tokio::spawn(sweep_parked_updates(shared.clone()));
     let search = tokio::spawn(crate::store::search::refresh_until(shared.pool.clone(), shared.shutdown.clone()));
+    // The heartbeat outlives the consumers: its last write has the final batches' ingests.
+    let heartbeat_stop = CancellationToken::new();
+    let heartbeat = tokio::spawn(crate::health::heartbeat::run(
+        shared.pool.clone(),
+        tally,
+        shared.settings.heartbeat_every,
+        heartbeat_stop.clone(),
+    ));
     let result = consume_until_shutdown(&shared, &amqp_url).await;
     sweeper.abort();
     search.abort();
+    heartbeat_stop.cancel();
+    let _ = heartbeat.await;
     result
 }
 
@@ -216,6 +240,7 @@ async fn run_session(shared: &Arc<Shared>, amqp_url: &str) -> anyhow::Result<()>
     let connection = super::connect(amqp_url, &name).await?;
     let setup = connection.create_channel().await?;
     shared.settings.topology.declare(&setup).await?;
+    super::close_channel(&setup).await;
 
     let mut consumers = tokio::task::JoinSet::new();
     let topology = &shared.settings.topology;
@@ -246,12 +271,9 @@ async fn run_session(shared: &Arc<Shared>, amqp_url: &str) -> anyhow::Result<()>
     if result.is_err() {
         consumers.abort_all();
     }
-    let _ = close_connection(&connection).await;
+    // Every consumer closed its channels (on success); the connection goes last.
+    super::close_connection(&connection).await;
     result
-}
-
-async fn close_connection(connection: &Connection) -> lapin::Result<()> {
-    tokio::time::timeout(Duration::from_secs(5), connection.close(200, "bye".into())).await.unwrap_or(Ok(()))
 }
 
 /// What a consumed queue carries.
@@ -330,7 +352,11 @@ async fn consume_queue(
         }
     }
     // Graceful stop: no new deliveries; prefetched ones are requeued when the channel closes.
+    // Both channels are closed here, before the session closes the connection.
     let _ = channel.basic_cancel(consumer_tag, BasicCancelOptions::default()).await;
+    drop(consumer);
+    super::close_channel(&channel).await;
+    super::close_channel(publisher.channel()).await;
     tracing::info!(%queue, "consumer stopped");
     Ok(())
 }
@@ -345,10 +371,14 @@ async fn run_batch(
     batch: Vec<Delivery>,
 ) -> anyhow::Result<(bool, u64)> {
     let last_tag = batch.last().expect("non-empty batch").delivery_tag;
+    let (size, started) = (batch.len(), Instant::now());
     let finished = match kind {
         QueueKind::Inbound => process_batch(shared, queue, publisher, batch).await?,
         QueueKind::OutboundEmail => process_outbound(shared, queue, publisher, batch).await?,
     };
+    if finished {
+        shared.tally.record_batch(size, started.elapsed());
+    }
     Ok((finished, last_tag))
 }
 

@@ -90,5 +90,6 @@ pub(super) async fn dead_letter(
     tracing::warn!(adapter = %item.adapter, reason, error, dead_id, message_id, "message dead-lettered");
     metrics::counter!("intake_messages_dead_lettered_total", "adapter" => item.adapter.clone(), "reason" => reason)
         .increment(1);
+    shared.tally.record_dead_letter();
     Ok(())
 }
