@@ -301,10 +301,12 @@ async fn receive(
     let properties = new_message_properties(&message_id, &content_type, amqp_headers);
     if let Err(e) = state.publisher.publish(&state.exchange, &routing_key, &body, properties).await {
         count(&adapter_key, "publish_failed");
+        // The cause names internal broker nodes: it goes to the log, not to the sender.
+        tracing::error!(error = %format!("{e:#}"), %message_id, "webhook not queued");
         return Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "unavailable",
-            format!("the message could not be queued ({e:#}); retry later"),
+            "the message could not be queued; retry later".to_owned(),
         ));
     }
     count(&adapter_key, "accepted");

@@ -133,17 +133,19 @@ impl Cluster {
         (0..self.nodes.len()).map(|i| self.nodes[(first + i) % self.nodes.len()].url()).collect::<Vec<_>>().join(",")
     }
 
-    /// Ready and unacked messages over the queues named `<prefix>…`, asked of a running node.
-    fn queued(&self, prefix: &str) -> Option<(u64, u64)> {
+    /// Ready and unacked messages over `queues`, asked of a running node; `None` until every
+    /// one of them is listed with its counts (a quorum queue without a leader is not).
+    fn queued(&self, queues: &[String]) -> Option<(u64, u64)> {
         for node in &self.nodes {
             let Ok(out) = ctl(&node.name, &["list_queues", "name", "messages_ready", "messages_unacknowledged"]) else {
                 continue;
             };
             let (mut ready, mut unacked) = (0, 0);
-            for line in out.lines().filter(|l| l.starts_with(prefix)) {
+            for queue in queues {
+                let line = out.lines().find(|l| l.split_whitespace().next() == Some(queue.as_str()))?;
                 let cols: Vec<&str> = line.split_whitespace().collect();
-                ready += cols.get(1).and_then(|n| n.parse::<u64>().ok()).unwrap_or(0);
-                unacked += cols.get(2).and_then(|n| n.parse::<u64>().ok()).unwrap_or(0);
+                ready += cols.get(1)?.parse::<u64>().ok()?;
+                unacked += cols.get(2)?.parse::<u64>().ok()?;
             }
             return Some((ready, unacked));
         }
@@ -173,12 +175,17 @@ async fn stored(db: &TestDb) -> i64 {
     count(&db.pool, "SELECT count(*) FROM messages").await
 }
 
-/// Seconds from now until the stored count passes what it is now (work resumed).
-async fn seconds_until_work_resumes(db: &TestDb) -> f64 {
+/// Stop `node` during the traffic; returns (seconds the stop took, seconds after it until the
+/// stored count grew again).
+async fn stop_node(db: &TestDb, node: String, published: &AtomicUsize) -> (f64, f64) {
+    assert!(published.load(Ordering::Relaxed) < MESSAGES, "the stop falls inside the traffic");
+    let since = Instant::now();
+    tokio::task::spawn_blocking(move || ctl(&node, &["stop"])).await.unwrap().unwrap();
+    let stop = since.elapsed().as_secs_f64();
     let before = stored(db).await;
     let since = Instant::now();
     wait_until(120, "work to resume after a node stop", || async { stored(db).await > before }).await;
-    since.elapsed().as_secs_f64()
+    (stop, since.elapsed().as_secs_f64())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -196,12 +203,16 @@ async fn a_cluster_loses_nodes_and_nothing_is_lost_or_doubled() {
     topology.retry_delays = vec![Duration::from_millis(200), Duration::from_millis(400)]; // as worker_command
 
     // Two workers on different nodes.
+    // Their warnings go to a file each, to count their reconnects.
+    let logs: Vec<PathBuf> = (0..2).map(|w| cluster.root.join(format!("worker-{w}.log"))).collect();
     let spawn_worker = |first: usize| {
         let mut command = worker_command(&db.url, &topology);
         command
             .env("AMQP_URL", cluster.urls_from(first))
             .env("INTAKE_QUEUE_TYPE", "quorum")
-            .env("RUST_LOG", "error")
+            .env("RUST_LOG", "warn")
+            .env("NO_COLOR", "1")
+            .stderr(std::fs::File::create(&logs[first]).unwrap())
             .spawn()
             .unwrap()
     };
@@ -245,11 +256,9 @@ async fn a_cluster_loses_nodes_and_nothing_is_lost_or_doubled() {
         .collect();
 
     // Chaos: stop node 1 a fifth of the way in, start it again, then stop node 2.
-    let mut resumed = Vec::new();
+    let mut stops = Vec::new();
     wait_until(120, "a fifth published", || async { published.load(Ordering::Relaxed) >= MESSAGES / 5 }).await;
-    let n1 = cluster.nodes[0].name.clone();
-    tokio::task::spawn_blocking(move || ctl(&n1, &["stop"])).await.unwrap().unwrap();
-    resumed.push(seconds_until_work_resumes(&db).await);
+    stops.push(stop_node(&db, cluster.nodes[0].name.clone(), &published).await);
     let node = clone_node(&cluster.nodes[0]);
     tokio::task::spawn_blocking(move || {
         node.start();
@@ -258,22 +267,19 @@ async fn a_cluster_loses_nodes_and_nothing_is_lost_or_doubled() {
     .await
     .unwrap();
     wait_until(120, "two thirds published", || async { published.load(Ordering::Relaxed) >= MESSAGES * 2 / 3 }).await;
-    let n2 = cluster.nodes[1].name.clone();
-    tokio::task::spawn_blocking(move || ctl(&n2, &["stop"])).await.unwrap().unwrap();
-    resumed.push(seconds_until_work_resumes(&db).await);
+    stops.push(stop_node(&db, cluster.nodes[1].name.clone(), &published).await);
 
     for publisher in publishers {
         publisher.await.expect("every message confirmed");
     }
     wait_until(300, "every message stored", || async { stored(&db).await >= MESSAGES as i64 }).await;
+    let all_queues = topology.all_queues();
     let cluster = Arc::new(cluster);
-    let c = cluster.clone();
-    let p = prefix.clone();
-    let mut queues = (u64::MAX, u64::MAX);
+    let mut queues = None;
     for _ in 0..120 {
-        let (c, p) = (c.clone(), p.clone());
-        queues = tokio::task::spawn_blocking(move || c.queued(&p)).await.unwrap().expect("a node answers");
-        if queues == (0, 0) {
+        let (c, names) = (cluster.clone(), all_queues.clone());
+        queues = tokio::task::spawn_blocking(move || c.queued(&names)).await.unwrap();
+        if queues == Some((0, 0)) {
             break;
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
@@ -284,23 +290,32 @@ async fn a_cluster_loses_nodes_and_nothing_is_lost_or_doubled() {
     }
 
     let rows = stored(&db).await;
-    let distinct = count(&db.pool, "SELECT count(DISTINCT idempotency_key) FROM messages").await;
     let republished = metric(&intake::metrics::handle().render(), "intake_republished_total", "");
+    let reconnects: Vec<usize> = logs
+        .iter()
+        .map(|log| {
+            std::fs::read_to_string(log).unwrap_or_default().matches("worker session ended; reconnecting").count()
+        })
+        .collect();
+    let (ready, unacked) = queues.unwrap_or((u64::MAX, u64::MAX));
     println!(
-        "cluster: published={} stored={rows} duplicates={} republished={republished} node_stops=2 \
-         resumed_after_s=[{:.1}, {:.1}] queues_ready={} queues_unacked={} boot_s={booted:.0} elapsed_s={:.0}",
+        "cluster: published={} stored={rows} republished={republished} node_stops=2 \
+         stop1_s={:.1} resumed1_after_s={:.1} stop2_s={:.1} resumed2_after_s={:.1} worker_reconnects={reconnects:?} \
+         queues={} ready={ready} unacked={unacked} boot_s={booted:.0} elapsed_s={:.0}",
         published.load(Ordering::Relaxed),
-        rows - distinct,
-        resumed[0],
-        resumed[1],
-        queues.0,
-        queues.1,
+        stops[0].0,
+        stops[0].1,
+        stops[1].0,
+        stops[1].1,
+        all_queues.len(),
         started.elapsed().as_secs_f64()
     );
     assert_eq!(published.load(Ordering::Relaxed), MESSAGES);
+    // With the unique (project, idempotency key), stored == published means each exactly once.
     assert_eq!(rows, MESSAGES as i64, "every message stored once");
-    assert_eq!(distinct, rows);
-    assert_eq!(queues, (0, 0), "no ready or unacked message left");
+    assert!(queues.is_some(), "every queue listed with its counts");
+    assert_eq!((ready, unacked), (0, 0), "no ready or unacked message left");
+    assert!(reconnects.iter().sum::<usize>() >= 1, "a worker lost its node and reconnected: {reconnects:?}");
 }
 
 fn clone_node(node: &Node) -> Node {

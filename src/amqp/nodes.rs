@@ -15,6 +15,10 @@ use rand::Rng;
 /// Longest wait for one node to open a connection.
 const NODE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// AMQP heartbeat asked for unless the URL sets one: a node that hangs (rather than closing
+/// its connections) is noticed within about twice this, instead of RabbitMQ's 60 s.
+const HEARTBEAT_SECS: u16 = 10;
+
 /// Where the next connection attempt for a URL list starts (by list).
 static NEXT_NODE: Mutex<Option<HashMap<String, usize>>> = Mutex::new(None);
 
@@ -32,10 +36,20 @@ pub fn parse(list: &str) -> anyhow::Result<Vec<String>> {
     Ok(urls)
 }
 
+/// `url` with `heartbeat=` added to its query unless it has one.
+fn with_heartbeat(url: &str) -> String {
+    if url.contains("heartbeat=") {
+        return url.to_owned();
+    }
+    let separator = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{separator}heartbeat={HEARTBEAT_SECS}")
+}
+
 /// A URL as it may be logged: the password replaced by `***`.
 pub fn redact(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
-    let Some((credentials, host)) = rest.split_once('@') else { return url.to_owned() };
+    let Some((scheme, rest)) = url.split_once("://") else { return "<not a URL>".to_owned() };
+    // The last `@` ends the credentials, as the URL parser reads them.
+    let Some((credentials, host)) = rest.rsplit_once('@') else { return url.to_owned() };
     match credentials.split_once(':') {
         Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
         None => url.to_owned(),
@@ -52,7 +66,7 @@ pub async fn connect(list: &str, name: &str) -> anyhow::Result<Connection> {
     let mut failures = Vec::new();
     for offset in 0..urls.len() {
         let index = (start + offset) % urls.len();
-        let url = &urls[index];
+        let url = &with_heartbeat(&urls[index]);
         let props = ConnectionProperties::default().with_connection_name(name.into());
         let failure = match tokio::time::timeout(NODE_TIMEOUT, Connection::connect(url, props)).await {
             Ok(Ok(connection)) => {
@@ -98,7 +112,16 @@ mod tests {
     }
 
     #[test]
+    fn heartbeat_is_added_unless_set() {
+        assert_eq!(with_heartbeat("amqp://h/%2f"), "amqp://h/%2f?heartbeat=10");
+        assert_eq!(with_heartbeat("amqp://h/%2f?frame_max=8192"), "amqp://h/%2f?frame_max=8192&heartbeat=10");
+        assert_eq!(with_heartbeat("amqp://h/%2f?heartbeat=30"), "amqp://h/%2f?heartbeat=30");
+    }
+
+    #[test]
     fn redaction() {
+        assert_eq!(redact("amqp://u:p@ss@h/%2f"), "amqp://u:***@h/%2f");
+        assert_eq!(redact("u:secret@h"), "<not a URL>");
         assert_eq!(redact("amqp://guest:guest@127.0.0.1:5672/%2f"), "amqp://guest:***@127.0.0.1:5672/%2f");
         assert_eq!(redact("amqp://127.0.0.1:5672"), "amqp://127.0.0.1:5672");
     }

@@ -192,10 +192,14 @@ impl LazyPublisher {
         let mut backoff = std::time::Duration::from_millis(100);
         loop {
             let session = self.session().await?;
-            let error = match session.publisher.publish(exchange, routing_key, body, properties.clone()).await {
-                Ok(()) => return Ok(()),
-                Err(e @ PublishError::Unroutable { .. }) => return Err(e.into()),
-                Err(e) => e,
+            // A node that hangs (instead of closing the connection) must not use up the window.
+            let left = REPUBLISH_FOR.saturating_sub(started.elapsed()).max(std::time::Duration::from_secs(1));
+            let attempt = session.publisher.publish(exchange, routing_key, body, properties.clone());
+            let error = match tokio::time::timeout(left, attempt).await {
+                Ok(Ok(())) => return Ok(()),
+                Ok(Err(e @ PublishError::Unroutable { .. })) => return Err(e.into()),
+                Ok(Err(e)) => anyhow::Error::from(e),
+                Err(_) => anyhow::anyhow!("no confirm within {}s", left.as_secs()),
             };
             let first_to_see_it = {
                 let mut guard = self.session.lock().await;
@@ -212,9 +216,9 @@ impl LazyPublisher {
             }
             // One warning per broken connection, not one per message that was in flight on it.
             if first_to_see_it {
-                tracing::warn!(error = %error, "publish not confirmed; reconnecting and publishing again");
+                tracing::warn!(error = %format!("{error:#}"), "publish not confirmed; reconnecting and publishing again");
             } else {
-                tracing::debug!(error = %error, "publish not confirmed; publishing again");
+                tracing::debug!(error = %format!("{error:#}"), "publish not confirmed; publishing again");
             }
             metrics::counter!("intake_republished_total").increment(1);
             tokio::time::sleep(super::nodes::jittered(backoff)).await;

@@ -285,7 +285,9 @@ async fn publish_all(state: &InboundMailState, provider: &str, mails: &[InboundM
             let properties = new_message_properties(&message_id, "message/rfc822", headers);
             let routing_key = format!("email.{}", mailbox.adapter_key);
             state.publisher.publish(&state.exchange, &routing_key, &mail.raw, properties).await.map_err(|e| {
-                InboundError::Unavailable(format!("the message could not be queued ({e:#}); retry later"))
+                // The cause names internal broker nodes: logged, not answered.
+                tracing::error!(error = %format!("{e:#}"), %message_id, "inbound mail not queued");
+                InboundError::Unavailable("the message could not be queued; retry later".to_owned())
             })?;
             published += 1;
         }
