@@ -228,6 +228,10 @@ pub enum DlqCommand {
         amqp: AmqpArgs,
         #[command(flatten)]
         selection: SelectionArgs,
+        /// Messages per second (`N` or `N/s`; `0` for as fast as the broker confirms): a replay
+        /// of a large backlog then leaves the workers room for live traffic.
+        #[arg(long, default_value_t = dlq::DEFAULT_REPLAY_RATE)]
+        rate: dlq::Rate,
     },
     /// Delete dead letters.
     Purge {
@@ -239,26 +243,55 @@ pub enum DlqCommand {
 }
 
 #[derive(Debug, Args)]
-#[group(required = true, multiple = false)]
 pub struct SelectionArgs {
     /// Every dead letter.
-    #[arg(long)]
+    #[arg(long, conflicts_with_all = ["ids", "reason", "adapter", "channel_type", "external_channel_id", "older_than", "newer_than", "text"])]
     pub all: bool,
     /// Only those with this reason code (e.g. `unknown_entry_point`).
     #[arg(long)]
     pub reason: Option<String>,
+    /// Only those of this adapter key (e.g. `webhook`, `slack`).
+    #[arg(long)]
+    pub adapter: Option<String>,
+    /// Only those of this channel type (`email`, `chat`, `webhook`).
+    #[arg(long)]
+    pub channel_type: Option<String>,
+    /// Only those published with this `x-intake-external-channel-id`.
+    #[arg(long)]
+    pub external_channel_id: Option<String>,
+    /// Only those dead-lettered at least this long ago (e.g. `2h`, `7d`).
+    #[arg(long, value_parser = crate::amqp::parse_duration)]
+    pub older_than: Option<Duration>,
+    /// Only those dead-lettered less than this long ago.
+    #[arg(long, value_parser = crate::amqp::parse_duration)]
+    pub newer_than: Option<Duration>,
+    /// Only those whose body or error contains this text (case-insensitive).
+    #[arg(long)]
+    pub text: Option<String>,
     /// Ids from `dlq list`.
+    #[arg(conflicts_with_all = ["reason", "adapter", "channel_type", "external_channel_id", "older_than", "newer_than", "text"])]
     pub ids: Vec<String>,
 }
 
 impl SelectionArgs {
-    fn selection(&self) -> Selection {
+    fn selection(&self) -> anyhow::Result<Selection> {
+        let filter = dlq::Filter {
+            reason: self.reason.clone(),
+            adapter: self.adapter.clone(),
+            channel_type: self.channel_type.clone(),
+            external_channel_id: self.external_channel_id.clone(),
+            older_than: self.older_than,
+            newer_than: self.newer_than,
+            text: self.text.clone(),
+        };
         if self.all {
-            Selection::All
-        } else if let Some(r) = &self.reason {
-            Selection::Reason(r.clone())
+            Ok(Selection::All)
+        } else if !self.ids.is_empty() {
+            Ok(Selection::Ids(self.ids.clone()))
+        } else if !filter.is_empty() {
+            Ok(Selection::Matching(filter))
         } else {
-            Selection::Ids(self.ids.clone())
+            anyhow::bail!("say which dead letters: ids, --all, or filters (--reason, --adapter, --text, …)")
         }
     }
 }
@@ -473,8 +506,12 @@ async fn run_dlq(command: DlqCommand) -> anyhow::Result<()> {
             println!("{}", String::from_utf8_lossy(&d.body));
         }
         DlqCommand::Replay { selection, .. } | DlqCommand::Purge { selection, .. } => {
-            let replay = matches!(command, DlqCommand::Replay { .. });
-            let selection = selection.selection();
+            let rate = match &command {
+                DlqCommand::Replay { rate, .. } => Some(*rate),
+                _ => None,
+            };
+            let replay = rate.is_some();
+            let selection = selection.selection()?;
             if !replay && matches!(selection, Selection::All) {
                 let n = dlq::purge_all(&channel, queue).await?;
                 println!("purged {n} dead letter(s)");
@@ -488,10 +525,18 @@ async fn run_dlq(command: DlqCommand) -> anyhow::Result<()> {
                 );
                 bar.set_message(if replay { "replaying" } else { "purging" });
                 let publisher = if replay { Some(ConfirmedPublisher::open(&connection).await?) } else { None };
-                let n = dlq::settle(&channel, publisher.as_ref(), queue, &selection, total as usize, |_| bar.inc(1))
-                    .await?;
+                let mut failed = 0;
+                let n = dlq::settle(&channel, publisher.as_ref(), queue, &selection, total as usize, rate, |step| {
+                    if let dlq::Step::Failed(d, e) = step {
+                        failed += 1;
+                        bar.println(format!("{}: not replayed: {e}", d.id));
+                    }
+                    bar.inc(1)
+                })
+                .await?;
                 bar.finish_and_clear();
                 println!("{} {n} dead letter(s)", if replay { "replayed" } else { "purged" });
+                anyhow::ensure!(failed == 0, "{failed} dead letter(s) could not be replayed and stay in `{queue}`");
             }
         }
     }
