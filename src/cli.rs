@@ -92,6 +92,8 @@ pub struct ServeArgs {
     pub gateway: GatewayArgs,
     #[command(flatten)]
     pub inbound_mail: crate::inbound_parse::InboundMailArgs,
+    #[command(flatten)]
+    pub ops: crate::ops::OpsArgs,
 }
 
 #[derive(Debug, Args)]
@@ -165,6 +167,8 @@ pub struct WorkerArgs {
     pub gateway: GatewayArgs,
     #[command(flatten)]
     pub inbound_mail: crate::inbound_parse::InboundMailArgs,
+    #[command(flatten)]
+    pub ops: crate::ops::OpsArgs,
 }
 
 fn parse_channel_type(s: &str) -> Result<ChannelType, String> {
@@ -339,12 +343,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Serve(args) => {
+            let ops = crate::ops::OpsConfig::from_args(&args.ops)?;
             let pool = store::connect_and_migrate(&db.database_url, db.db_max_connections).await?;
             register_tokens(&pool, &args.http).await?;
             // PATCHes change previews too: their search entries are refreshed here.
             let stop = tokio_util::sync::CancellationToken::new();
             let search = tokio::spawn(store::search::refresh_until(pool.clone(), stop.clone()));
-            let router = api_router(pool, &args.http, &args.amqp, &args.smtp, &args.gateway, &args.inbound_mail);
+            let router = api_router(pool, &args.http, &args.amqp, &args.smtp, &args.gateway, &args.inbound_mail, ops);
             let served = http::serve_router(bind(args.http.http_addr).await?, router, shutdown_signal()).await;
             stop.cancel();
             let _ = search.await;
@@ -384,6 +389,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 async fn run_worker(db: &DatabaseArgs, args: WorkerArgs) -> anyhow::Result<()> {
+    // A bad INTAKE_OPS_TOKENS fails at start, not when someone first opens the console.
+    let ops = crate::ops::OpsConfig::from_args(&args.ops)?;
+    if ops.is_some() && !args.with_api {
+        tracing::warn!("INTAKE_OPS_TOKENS is set but the worker serves no HTTP (add --with-api): no ops console");
+    }
     // Like the broker connection, wait for a database that is down or restarting.
     let pool = store::connect_and_migrate_patiently(&db.database_url, db.db_max_connections, Duration::MAX).await?;
     let mut settings = WorkerSettings::new(Topology::from(&args.amqp));
@@ -402,7 +412,8 @@ async fn run_worker(db: &DatabaseArgs, args: WorkerArgs) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     let api = if args.with_api {
         register_tokens(&pool, &args.http).await?;
-        let router = api_router(pool.clone(), &args.http, &args.amqp, &args.smtp, &args.gateway, &args.inbound_mail);
+        let router =
+            api_router(pool.clone(), &args.http, &args.amqp, &args.smtp, &args.gateway, &args.inbound_mail, ops);
         let listener = bind(args.http.http_addr).await?;
         let stop = shutdown.clone();
         Some(tokio::spawn(http::serve_router(listener, router, async move { stop.cancelled().await })))
@@ -548,7 +559,8 @@ async fn bind(addr: std::net::SocketAddr) -> anyhow::Result<tokio::net::TcpListe
     tokio::net::TcpListener::bind(addr).await.map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))
 }
 
-/// The internal API with the webhook gateway mounted; both publish through one connection.
+/// The internal API with the webhook gateway mounted (both publish through one connection), and
+/// the ops console when it is configured.
 fn api_router(
     pool: sqlx::PgPool,
     http: &HttpArgs,
@@ -556,6 +568,7 @@ fn api_router(
     smtp: &SmtpArgs,
     gateway: &GatewayArgs,
     inbound_mail: &crate::inbound_parse::InboundMailArgs,
+    ops: Option<crate::ops::OpsConfig>,
 ) -> axum::Router {
     let publisher = Arc::new(LazyPublisher::new(&amqp.amqp_url).declaring(Topology::from(amqp)));
     let outbound_email = smtp
@@ -563,7 +576,15 @@ fn api_router(
         .as_ref()
         .map(|_| Arc::new(OutboundQueue { exchange: amqp.exchange.clone(), publisher: publisher.clone() }));
     let state = http::AppState { pool: pool.clone(), body_limit: http.http_body_limit, outbound_email };
-    http::router(state).merge(gateway_router(pool, publisher, amqp, gateway, inbound_mail))
+    let console = ops.map(|config| {
+        tracing::info!(operators = config.operators.len(), "ops console at /ops");
+        crate::ops::router(crate::ops::OpsState::new(pool.clone(), amqp, config))
+    });
+    let router = http::router(state).merge(gateway_router(pool, publisher, amqp, gateway, inbound_mail));
+    match console {
+        Some(console) => router.merge(console),
+        None => router,
+    }
 }
 
 fn gateway_router(
