@@ -61,6 +61,7 @@ async fn scan(state: &OpsState) -> Result<Scan, OpsError> {
     }
     .await;
     // Closing hands every message read back to the queue.
+    let _ = channel.close(200, "done".into()).await;
     let _ = connection.close(200, "done".into()).await;
     result.map_err(|e| OpsError::unavailable(format!("RabbitMQ: {e}")))
 }

@@ -188,9 +188,14 @@ async fn execute(state: &OpsState, job: &Job, selection: Selection) -> anyhow::R
             }
         })
         .await?;
+        if let Some(publisher) = publisher {
+            let _ = publisher.channel().close(200, "done".into()).await;
+        }
         anyhow::Ok(())
     }
     .await;
+    // Closing the channel returns what the job looked at but did not take.
+    let _ = channel.close(200, "done".into()).await;
     let _ = connection.close(200, "done".into()).await;
     result
 }
