@@ -94,6 +94,8 @@ pub struct ServeArgs {
     pub inbound_mail: crate::inbound_parse::InboundMailArgs,
     #[command(flatten)]
     pub health: crate::health::HealthArgs,
+    #[command(flatten)]
+    pub ops: crate::ops::OpsArgs,
 }
 
 #[derive(Debug, Args)]
@@ -170,6 +172,8 @@ pub struct WorkerArgs {
     /// With `--with-api`: the health gauges on `/metrics`.
     #[command(flatten)]
     pub health: crate::health::HealthArgs,
+    #[command(flatten)]
+    pub ops: crate::ops::OpsArgs,
 }
 
 fn parse_channel_type(s: &str) -> Result<ChannelType, String> {
@@ -233,6 +237,10 @@ pub enum DlqCommand {
         amqp: AmqpArgs,
         #[command(flatten)]
         selection: SelectionArgs,
+        /// Messages per second (`N` or `N/s`; `0` for as fast as the broker confirms): a replay
+        /// of a large backlog then leaves the workers room for live traffic.
+        #[arg(long, default_value_t = dlq::DEFAULT_REPLAY_RATE)]
+        rate: dlq::Rate,
     },
     /// Delete dead letters.
     Purge {
@@ -244,26 +252,55 @@ pub enum DlqCommand {
 }
 
 #[derive(Debug, Args)]
-#[group(required = true, multiple = false)]
 pub struct SelectionArgs {
     /// Every dead letter.
-    #[arg(long)]
+    #[arg(long, conflicts_with_all = ["ids", "reason", "adapter", "channel_type", "external_channel_id", "older_than", "newer_than", "text"])]
     pub all: bool,
     /// Only those with this reason code (e.g. `unknown_entry_point`).
     #[arg(long)]
     pub reason: Option<String>,
+    /// Only those of this adapter key (e.g. `webhook`, `slack`).
+    #[arg(long)]
+    pub adapter: Option<String>,
+    /// Only those of this channel type (`email`, `chat`, `webhook`).
+    #[arg(long)]
+    pub channel_type: Option<String>,
+    /// Only those published with this `x-intake-external-channel-id`.
+    #[arg(long)]
+    pub external_channel_id: Option<String>,
+    /// Only those dead-lettered at least this long ago (e.g. `2h`, `7d`).
+    #[arg(long, value_parser = crate::amqp::parse_duration)]
+    pub older_than: Option<Duration>,
+    /// Only those dead-lettered less than this long ago.
+    #[arg(long, value_parser = crate::amqp::parse_duration)]
+    pub newer_than: Option<Duration>,
+    /// Only those whose body or error contains this text (case-insensitive).
+    #[arg(long)]
+    pub text: Option<String>,
     /// Ids from `dlq list`.
+    #[arg(conflicts_with_all = ["reason", "adapter", "channel_type", "external_channel_id", "older_than", "newer_than", "text"])]
     pub ids: Vec<String>,
 }
 
 impl SelectionArgs {
-    fn selection(&self) -> Selection {
+    fn selection(&self) -> anyhow::Result<Selection> {
+        let filter = dlq::Filter {
+            reason: self.reason.clone(),
+            adapter: self.adapter.clone(),
+            channel_type: self.channel_type.clone(),
+            external_channel_id: self.external_channel_id.clone(),
+            older_than: self.older_than,
+            newer_than: self.newer_than,
+            text: self.text.clone(),
+        };
         if self.all {
-            Selection::All
-        } else if let Some(r) = &self.reason {
-            Selection::Reason(r.clone())
+            Ok(Selection::All)
+        } else if !self.ids.is_empty() {
+            Ok(Selection::Ids(self.ids.clone()))
+        } else if !filter.is_empty() {
+            Ok(Selection::Matching(filter))
         } else {
-            Selection::Ids(self.ids.clone())
+            anyhow::bail!("say which dead letters: ids, --all, or filters (--reason, --adapter, --text, …)")
         }
     }
 }
@@ -311,15 +348,16 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Serve(args) => {
+            let ops = crate::ops::OpsConfig::from_args(&args.ops)?;
             let pool = store::connect_and_migrate(&db.database_url, db.db_max_connections).await?;
             register_tokens(&pool, &args.http).await?;
             // PATCHes change previews too: their search entries are refreshed here.
             let stop = tokio_util::sync::CancellationToken::new();
             let search = tokio::spawn(store::search::refresh_until(pool.clone(), stop.clone()));
-            // Health gauges on /metrics (the sampler is shared by whatever else shows health).
+            // Health gauges on /metrics.
             let sampler = Arc::new(args.health.sampler(pool.clone(), &args.amqp));
-            let gauges = crate::health::GaugeLoop::start(sampler.clone(), args.health.health_sample_every);
-            let router = api_router(pool, &args.http, &args.amqp, &args.smtp, &args.gateway, &args.inbound_mail);
+            let gauges = crate::health::GaugeLoop::start(sampler, args.health.health_sample_every);
+            let router = api_router(pool, &args.http, &args.amqp, &args.smtp, &args.gateway, &args.inbound_mail, ops);
             let served = http::serve_router(bind(args.http.http_addr).await?, router, shutdown_signal()).await;
             stop.cancel();
             let _ = search.await;
@@ -360,6 +398,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 async fn run_worker(db: &DatabaseArgs, args: WorkerArgs) -> anyhow::Result<()> {
+    // A bad INTAKE_OPS_TOKENS fails at start, not when someone first opens the console.
+    let ops = crate::ops::OpsConfig::from_args(&args.ops)?;
+    if ops.is_some() && !args.with_api {
+        tracing::warn!("INTAKE_OPS_TOKENS is set but the worker serves no HTTP (add --with-api): no ops console");
+    }
     // Like the broker connection, wait for a database that is down or restarting.
     let pool = store::connect_and_migrate_patiently(&db.database_url, db.db_max_connections, Duration::MAX).await?;
     let mut settings = WorkerSettings::new(Topology::from(&args.amqp));
@@ -380,7 +423,8 @@ async fn run_worker(db: &DatabaseArgs, args: WorkerArgs) -> anyhow::Result<()> {
         register_tokens(&pool, &args.http).await?;
         let sampler = Arc::new(args.health.sampler(pool.clone(), &args.amqp));
         let gauges = crate::health::GaugeLoop::start(sampler, args.health.health_sample_every);
-        let router = api_router(pool.clone(), &args.http, &args.amqp, &args.smtp, &args.gateway, &args.inbound_mail);
+        let router =
+            api_router(pool.clone(), &args.http, &args.amqp, &args.smtp, &args.gateway, &args.inbound_mail, ops);
         let listener = bind(args.http.http_addr).await?;
         let stop = shutdown.clone();
         Some((tokio::spawn(http::serve_router(listener, router, async move { stop.cancelled().await })), gauges))
@@ -517,8 +561,12 @@ async fn dlq_command(
             println!("{}", String::from_utf8_lossy(&d.body));
         }
         DlqCommand::Replay { selection, .. } | DlqCommand::Purge { selection, .. } => {
-            let replay = matches!(command, DlqCommand::Replay { .. });
-            let selection = selection.selection();
+            let rate = match &command {
+                DlqCommand::Replay { rate, .. } => Some(*rate),
+                _ => None,
+            };
+            let replay = rate.is_some();
+            let selection = selection.selection()?;
             if !replay && matches!(selection, Selection::All) {
                 let n = dlq::purge_all(&channel, queue).await?;
                 println!("purged {n} dead letter(s)");
@@ -532,13 +580,21 @@ async fn dlq_command(
                 );
                 bar.set_message(if replay { "replaying" } else { "purging" });
                 let publisher = if replay { Some(ConfirmedPublisher::open(&connection).await?) } else { None };
-                let n = dlq::settle(&channel, publisher.as_ref(), queue, &selection, total as usize, |_| bar.inc(1))
-                    .await?;
+                let mut failed = 0;
+                let n = dlq::settle(&channel, publisher.as_ref(), queue, &selection, total as usize, rate, |step| {
+                    if let dlq::Step::Failed(d, e) = step {
+                        failed += 1;
+                        bar.println(format!("{}: not replayed: {e}", d.id));
+                    }
+                    bar.inc(1)
+                })
+                .await?;
                 if let Some(publisher) = &publisher {
                     crate::amqp::close_channel(publisher.channel()).await;
                 }
                 bar.finish_and_clear();
                 println!("{} {n} dead letter(s)", if replay { "replayed" } else { "purged" });
+                anyhow::ensure!(failed == 0, "{failed} dead letter(s) could not be replayed and stay in `{queue}`");
             }
         }
     }
@@ -549,7 +605,8 @@ async fn bind(addr: std::net::SocketAddr) -> anyhow::Result<tokio::net::TcpListe
     tokio::net::TcpListener::bind(addr).await.map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))
 }
 
-/// The internal API with the webhook gateway mounted; both publish through one connection.
+/// The internal API with the webhook gateway mounted (both publish through one connection), and
+/// the ops console when it is configured.
 fn api_router(
     pool: sqlx::PgPool,
     http: &HttpArgs,
@@ -557,6 +614,7 @@ fn api_router(
     smtp: &SmtpArgs,
     gateway: &GatewayArgs,
     inbound_mail: &crate::inbound_parse::InboundMailArgs,
+    ops: Option<crate::ops::OpsConfig>,
 ) -> axum::Router {
     let publisher = Arc::new(LazyPublisher::new(&amqp.amqp_url).declaring(Topology::from(amqp)));
     let outbound_email = smtp
@@ -564,7 +622,15 @@ fn api_router(
         .as_ref()
         .map(|_| Arc::new(OutboundQueue { exchange: amqp.exchange.clone(), publisher: publisher.clone() }));
     let state = http::AppState { pool: pool.clone(), body_limit: http.http_body_limit, outbound_email };
-    http::router(state).merge(gateway_router(pool, publisher, amqp, gateway, inbound_mail))
+    let console = ops.map(|config| {
+        tracing::info!(operators = config.operators.len(), "ops console at /ops");
+        crate::ops::router(crate::ops::OpsState::new(pool.clone(), amqp, config))
+    });
+    let router = http::router(state).merge(gateway_router(pool, publisher, amqp, gateway, inbound_mail));
+    match console {
+        Some(console) => router.merge(console),
+        None => router,
+    }
 }
 
 fn gateway_router(

@@ -10,6 +10,7 @@ pub mod health;
 pub mod http;
 pub mod inbound_parse;
 pub mod metrics;
+pub mod ops;
 pub mod read;
 pub mod smtp;
 pub mod smtpd;

@@ -236,9 +236,10 @@ impl Setup {
     async fn replay(&self, selection: intake::amqp::dlq::Selection) -> usize {
         let channel = self.broker.connection.create_channel().await.unwrap();
         let queue = &self.broker.topology.dead_queue;
-        let n = intake::amqp::dlq::settle(&channel, Some(&self.broker.publisher), queue, &selection, 1000, |_| {})
-            .await
-            .unwrap();
+        let n =
+            intake::amqp::dlq::settle(&channel, Some(&self.broker.publisher), queue, &selection, 1000, None, |_| {})
+                .await
+                .unwrap();
         let _ = channel.close(200, "".into()).await;
         n
     }

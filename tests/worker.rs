@@ -161,7 +161,7 @@ async fn duplicates_redeliveries_and_replays_apply_once() {
     // Replay the dead letter: recognised, changes nothing.
     let channel = broker.connection.create_channel().await.unwrap();
     let replayed =
-        dlq::settle(&channel, Some(&broker.publisher), &broker.topology.dead_queue, &Selection::All, 100, |_| {})
+        dlq::settle(&channel, Some(&broker.publisher), &broker.topology.dead_queue, &Selection::All, 100, None, |_| {})
             .await
             .unwrap();
     assert_eq!(replayed, 1);
@@ -189,7 +189,7 @@ async fn replay_by_reason_applies_after_the_entry_point_exists() {
     db.project_with_entry_point("p", ChannelType::Webhook, "webhook", "new-shop").await;
     let channel = broker.connection.create_channel().await.unwrap();
     let selection = Selection::Reason("unknown_entry_point".into());
-    let n = dlq::settle(&channel, Some(&broker.publisher), &broker.topology.dead_queue, &selection, 100, |_| {})
+    let n = dlq::settle(&channel, Some(&broker.publisher), &broker.topology.dead_queue, &selection, 100, None, |_| {})
         .await
         .unwrap();
     assert_eq!(n, 5);

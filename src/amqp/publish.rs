@@ -210,9 +210,7 @@ impl LazyPublisher {
                 current
             };
             if started.elapsed() + backoff > REPUBLISH_FOR {
-                return Err(
-                    anyhow::Error::from(error).context(format!("not confirmed within {}s", REPUBLISH_FOR.as_secs()))
-                );
+                return Err(error.context(format!("not confirmed within {}s", REPUBLISH_FOR.as_secs())));
             }
             // One warning per broken connection, not one per message that was in flight on it.
             if first_to_see_it {
