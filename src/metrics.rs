@@ -59,6 +59,7 @@ fn export_documented_at_zero() {
     for name in [
         "intake_transient_failures_total",
         "intake_worker_reconnects_total",
+        "intake_republished_total",
         "intake_parked_applied_total",
         "intake_parked_expired_total",
         "intake_emails_sent_total",
