@@ -26,11 +26,8 @@ fn webhook(id: &str) -> Vec<u8> {
 fn intake(topology: &intake::amqp::topology::Topology) -> tokio::process::Command {
     let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_intake"));
     command
+        .envs(broker_env(topology))
         .env("AMQP_URL", node_list())
-        .env("INTAKE_EXCHANGE", &topology.exchange)
-        .env("INTAKE_QUEUE_PREFIX", &topology.queue_prefix)
-        .env("INTAKE_DEAD_QUEUE", &topology.dead_queue)
-        .env("INTAKE_RETRY_DELAYS", "200ms,400ms")
         .env("RUST_LOG", "warn")
         .stdin(Stdio::null())
         .kill_on_drop(true);

@@ -13,15 +13,7 @@ use intake::adapters::ChannelType;
 fn intake(broker: &TestBroker, db: &TestDb, args: &[&str]) -> std::process::Command {
     let topology = &broker.topology;
     let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_intake"));
-    command
-        .args(args)
-        .env("DATABASE_URL", &db.url)
-        .env("AMQP_URL", AMQP_URL)
-        .env("INTAKE_EXCHANGE", &topology.exchange)
-        .env("INTAKE_QUEUE_PREFIX", &topology.queue_prefix)
-        .env("INTAKE_DEAD_QUEUE", &topology.dead_queue)
-        .env("INTAKE_RETRY_DELAYS", "200ms,400ms")
-        .env("RUST_LOG", "info");
+    command.args(args).env("DATABASE_URL", &db.url).envs(broker_env(topology)).env("RUST_LOG", "info");
     command
 }
 

@@ -74,7 +74,7 @@ pub struct EntryPointIngest {
     pub last_ingest_at: Option<DateTime<Utc>>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct WorkerInstance {
     pub instance: String,
     pub host: String,

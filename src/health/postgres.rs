@@ -63,11 +63,9 @@ pub async fn last_ingest(pool: &PgPool) -> Result<Vec<EntryPointIngest>, sqlx::E
         .collect())
 }
 
-type WorkerRow = (String, String, i32, DateTime<Utc>, DateTime<Utc>, i64, i64, i64, f64, f64);
-
 /// Worker instances seen in the last minute, oldest first.
 pub async fn live_workers(pool: &PgPool) -> Result<Vec<WorkerInstance>, sqlx::Error> {
-    let rows: Vec<WorkerRow> = sqlx::query_as(
+    sqlx::query_as(
         "SELECT instance, host, pid, started_at, last_seen_at, batches, messages, dead_lettered,
                 avg_batch_size, avg_batch_ms
            FROM worker_instances
@@ -76,33 +74,5 @@ pub async fn live_workers(pool: &PgPool) -> Result<Vec<WorkerInstance>, sqlx::Er
     )
     .bind(LIVE_WORKER_WINDOW_SECS)
     .fetch_all(pool)
-    .await?;
-    Ok(rows
-        .into_iter()
-        .map(
-            |(
-                instance,
-                host,
-                pid,
-                started_at,
-                last_seen_at,
-                batches,
-                messages,
-                dead_lettered,
-                avg_batch_size,
-                avg_batch_ms,
-            )| WorkerInstance {
-                instance,
-                host,
-                pid,
-                started_at,
-                last_seen_at,
-                batches,
-                messages,
-                dead_lettered,
-                avg_batch_size,
-                avg_batch_ms,
-            },
-        )
-        .collect())
+    .await
 }

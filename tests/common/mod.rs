@@ -245,6 +245,18 @@ pub async fn start_worker_with(
 pub const WHSEC: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 pub const SLACK_SECRET: &str = "8f742231b10e8888abcd99yyyzzz85a5";
 
+/// The environment that points an `intake` process at the local broker and a test's exchange
+/// and queues, with short retry delays (for `Command::envs`).
+pub fn broker_env(topology: &intake::amqp::topology::Topology) -> [(&'static str, String); 5] {
+    [
+        ("AMQP_URL", AMQP_URL.to_owned()),
+        ("INTAKE_EXCHANGE", topology.exchange.clone()),
+        ("INTAKE_QUEUE_PREFIX", topology.queue_prefix.clone()),
+        ("INTAKE_DEAD_QUEUE", topology.dead_queue.clone()),
+        ("INTAKE_RETRY_DELAYS", "200ms,400ms".to_owned()),
+    ]
+}
+
 /// The real `intake worker` binary on a test's database and queues, with short retry delays and
 /// warn-level logs to stderr; callers add their own settings and spawn it.
 pub fn worker_command(db_url: &str, topology: &intake::amqp::topology::Topology) -> tokio::process::Command {
@@ -252,11 +264,7 @@ pub fn worker_command(db_url: &str, topology: &intake::amqp::topology::Topology)
     command
         .arg("worker")
         .env("DATABASE_URL", db_url)
-        .env("AMQP_URL", AMQP_URL)
-        .env("INTAKE_EXCHANGE", &topology.exchange)
-        .env("INTAKE_QUEUE_PREFIX", &topology.queue_prefix)
-        .env("INTAKE_DEAD_QUEUE", &topology.dead_queue)
-        .env("INTAKE_RETRY_DELAYS", "200ms,400ms")
+        .envs(broker_env(topology))
         .env("RUST_LOG", "warn")
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::inherit())
