@@ -48,7 +48,9 @@ pub const LONG_ABOUT: &str = "Measure intake against the local RabbitMQ and Post
         trigger it adds to its own database (for this run only) sends NOTIFY with the message's key, which \
         PostgreSQL delivers only when the worker's transaction commits; the bench notes when that arrives. \
         So the figure includes broker queueing, batching wait, the transaction and the NOTIFY delivery; it \
-        is an upper bound on publish->commit by the bench's own scheduling delay.\n\n\
+        is an upper bound on publish->commit by the bench's own scheduling delay. Printed with it: the \
+        PostgreSQL checkpoints that started during the paced run and the WAL written per message (both \
+        server-wide), which the p99 moves with; --latency-timeline writes every message's figure.\n\n\
         Disk: right after the runs (before any --big-table fill), after VACUUM (ANALYZE): \
         pg_total_relation_size / rows of `messages` and of `conversations`, split into heap+TOAST and \
         indexes (pg_indexes_size), and the stored row size by channel.\n\n\
@@ -128,6 +130,12 @@ pub struct BenchArgs {
     /// Length of the paced latency run, in seconds (its first 2 s are also reported apart).
     #[arg(long, default_value_t = 10)]
     pub latency_secs: u64,
+
+    /// Also write the latency run's messages to this CSV file, one line each: when it was
+    /// published (ms after the paced run started) and its publish->commit latency (ms); a stall
+    /// shows as a ramp. A first comment line has the start as a Unix time, to line it up with logs.
+    #[arg(long, value_name = "FILE")]
+    pub latency_timeline: Option<std::path::PathBuf>,
 
     /// Print one JSON document instead of tables.
     #[arg(long)]

@@ -129,6 +129,8 @@ pub(super) async fn fill(
         .await?;
         lo = hi + 1;
     }
+    // Their search entries, as a running worker's refresh would have written them.
+    crate::store::search::refresh(pool).await?;
     say(format!(
         "[big table] {} conversations in {:.1} s; filling {} messages…",
         thousands(conversations as f64),

@@ -81,6 +81,7 @@ impl Bench {
             bad
         });
         let mut published: Vec<(String, Instant)> = Vec::with_capacity(count);
+        let server_before = self.server_counters().await?;
         let started = Instant::now();
         let channel = self.publisher.channel();
         for (i, message) in messages.into_iter().enumerate() {
@@ -117,6 +118,7 @@ impl Bench {
             );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
+        let server_after = self.server_counters().await?;
         stop_workers(vec![child]).await?;
         listening.abort();
         sqlx::query("DROP TRIGGER bench_notify ON messages").execute(&self.pool).await?;
@@ -133,6 +135,9 @@ impl Bench {
             })
             .collect();
         anyhow::ensure!(timed.len() == count, "[latency] {} of {count} keys matched", timed.len());
+        if let Some(path) = &self.args.latency_timeline {
+            write_timeline(path, started, &timed)?;
+        }
         let mut latencies: Vec<f64> = timed.iter().map(|(_, ms)| *ms).collect();
         latencies.sort_by(f64::total_cmp);
         let mut settled: Vec<f64> = timed.iter().filter(|(at, _)| *at >= SETTLE).map(|(_, ms)| *ms).collect();
@@ -149,6 +154,8 @@ impl Bench {
             max_ms: *latencies.last().expect("count >= 1"),
             settled_p50_ms: percentile(&settled, 0.50),
             settled_p99_ms: percentile(&settled, 0.99),
+            checkpoints: server_after.0 - server_before.0,
+            wal_bytes_per_message: (server_after.1 - server_before.1) / count as f64,
         };
         self.say(format!(
             "[latency] p50 {:.1} ms, p99 {:.1} ms; after the first {} s: p50 {:.1} ms, p99 {:.1} ms",
@@ -160,6 +167,30 @@ impl Bench {
         ));
         Ok(r)
     }
+}
+
+impl Bench {
+    /// Checkpoints started so far and the WAL position, server-wide.
+    async fn server_counters(&self) -> Result<(i64, f64), sqlx::Error> {
+        sqlx::query_as(
+            "SELECT checkpoints_timed + checkpoints_req, pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')::float8
+               FROM pg_stat_bgwriter",
+        )
+        .fetch_one(&self.pool)
+        .await
+    }
+}
+
+/// `--latency-timeline`: the run's start (Unix seconds), then `published_ms,latency_ms` per message.
+fn write_timeline(path: &std::path::Path, started: Instant, timed: &[(Duration, f64)]) -> anyhow::Result<()> {
+    use std::fmt::Write as _;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?;
+    let mut out =
+        format!("# started at unix {:.3}\npublished_ms,latency_ms\n", (now - started.elapsed()).as_secs_f64());
+    for (at, ms) in timed {
+        writeln!(out, "{:.1},{ms:.1}", at.as_secs_f64() * 1000.0)?;
+    }
+    std::fs::write(path, out).map_err(|e| anyhow::anyhow!("writing {}: {e}", path.display()))
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {

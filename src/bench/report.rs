@@ -69,6 +69,11 @@ pub(super) struct LatencyResult {
     /// worker opens its connections and every run's 500 conversations are created then.
     pub settled_p50_ms: f64,
     pub settled_p99_ms: f64,
+    /// PostgreSQL checkpoints that started during the paced run (server-wide, from
+    /// pg_stat_bgwriter), and the WAL written per message: a checkpoint's writes and the full
+    /// page images after it are what the p99 moves with.
+    pub checkpoints: i64,
+    pub wal_bytes_per_message: f64,
 }
 
 /// Everything one bench measured.
@@ -195,6 +200,8 @@ impl Report {
                 "maxMs": self.latency.max_ms,
                 "settledP50Ms": self.latency.settled_p50_ms,
                 "settledP99Ms": self.latency.settled_p99_ms,
+                "checkpoints": self.latency.checkpoints,
+                "walBytesPerMessage": self.latency.wal_bytes_per_message,
             },
             "mix": self.mix.as_ref().map(|(_, stats)| stats.json()),
             "bigTable": self.big.as_ref().map(|(_, fill)| fill.json()),
@@ -284,6 +291,11 @@ impl Report {
             super::latency::SETTLE.as_secs(),
             self.latency.settled_p50_ms,
             self.latency.settled_p99_ms
+        );
+        println!(
+            "  PostgreSQL during the paced run: {} checkpoint(s) started, {} B of WAL per message (server-wide)",
+            self.latency.checkpoints,
+            thousands(self.latency.wal_bytes_per_message)
         );
         println!();
         self.disk.print();

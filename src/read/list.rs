@@ -37,8 +37,8 @@ pub struct ConversationList {
     pub next_cursor: Option<String>,
 }
 
-/// The searched text of a conversation row: the same expression as `conversations_search_idx`,
-/// so the index serves it. The preview is searched through `conversation_search`.
+/// The stable searched text of a conversation row (subject, customer name and email), for the
+/// recheck; the index lookup goes through `conversation_search.document` (store/search.rs).
 fn search_text(alias: &str) -> String {
     format!(
         "(coalesce({alias}.subject, '') || ' ' || coalesce({alias}.user_display_name, '') || ' ' \
@@ -80,15 +80,12 @@ pub async fn list_conversations(
     if let Some(text) = filter.query.as_deref().map(str::trim).filter(|t| !t.is_empty()) {
         let escaped = text.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
         let pattern = format!("%{escaped}%");
-        // Two index scans (stable text, preview entries), then a recheck against the current
-        // preview: an entry not refreshed yet never returns a conversation that no longer matches.
-        q.push(" AND c.id IN (SELECT s.id FROM conversations s WHERE s.project_id = ")
+        // One index scan of the search entries, then a recheck against the current values: an
+        // entry not refreshed yet never returns a conversation that no longer matches (and a
+        // match across the document's joins is not one).
+        q.push(" AND c.id IN (SELECT p.conversation_id FROM conversation_search p WHERE p.project_id = ")
             .push_bind(project_id)
-            .push(format!(" AND {} ILIKE ", search_text("s")))
-            .push_bind(pattern.clone())
-            .push(" UNION ALL SELECT p.conversation_id FROM conversation_search p WHERE p.project_id = ")
-            .push_bind(project_id)
-            .push(" AND p.preview ILIKE ")
+            .push(" AND p.document ILIKE ")
             .push_bind(pattern.clone())
             .push(format!(") AND ({} ILIKE ", search_text("c")))
             .push_bind(pattern.clone())
