@@ -167,9 +167,7 @@ impl Bench {
         ));
         Ok(r)
     }
-}
 
-impl Bench {
     /// Checkpoints started so far and the WAL position, server-wide.
     async fn server_counters(&self) -> Result<(i64, f64), sqlx::Error> {
         sqlx::query_as(
