@@ -108,9 +108,8 @@ pub async fn run(database_url: &str, args: BenchArgs) -> anyhow::Result<()> {
     store::connect_and_migrate(&db_url, 1).await?.close().await;
     // The bench's own statements (the fill, VACUUM, counts over big tables) may take seconds:
     // not worth a warning each.
-    let options = PgConnectOptions::from_str(&db_url)?
-        .log_statements(tracing::log::LevelFilter::Trace)
-        .log_slow_statements(tracing::log::LevelFilter::Off, Duration::from_secs(60));
+    let options =
+        store::connect_options(&db_url)?.log_slow_statements(tracing::log::LevelFilter::Off, Duration::from_secs(60));
     let pool = sqlx::postgres::PgPoolOptions::new().max_connections(4).connect_with(options).await?;
     let connection = crate::amqp::connect(&args.amqp_url, "intake-bench").await?;
     let publisher = ConfirmedPublisher::open(&connection).await?;

@@ -61,13 +61,18 @@ fn is_unreachable(e: &anyhow::Error) -> bool {
     }
 }
 
-pub async fn connect(database_url: &str, max_connections: u32) -> anyhow::Result<PgPool> {
+/// How every intake connection is opened (the pools of [`connect`] and the bench's own).
+pub fn connect_options(database_url: &str) -> Result<PgConnectOptions, sqlx::Error> {
     // JIT off: the update's estimated cost (its subplans over `messages`) crosses
     // `jit_above_cost`, and compiling it took up to 200 ms per statement, on every execution,
     // for statements that run in a few milliseconds; OLTP statements never gain from it.
-    let options = PgConnectOptions::from_str(database_url)?
+    Ok(PgConnectOptions::from_str(database_url)?
         .options([("jit", "off")])
-        .log_statements(tracing::log::LevelFilter::Trace);
+        .log_statements(tracing::log::LevelFilter::Trace))
+}
+
+pub async fn connect(database_url: &str, max_connections: u32) -> anyhow::Result<PgPool> {
+    let options = connect_options(database_url)?;
     let pool = PgPoolOptions::new()
         .max_connections(max_connections)
         .acquire_timeout(Duration::from_secs(10))
