@@ -1,6 +1,7 @@
 //! The set-based path: a batch of plain new messages in a few statements.
 
 use super::parked::unpark;
+use super::replies::{resolve_replies, Reply};
 use super::*;
 use intake_adapters::{Direction, NormalizedMessage, UpdateAction};
 use sqlx::PgConnection;
@@ -25,6 +26,7 @@ pub(super) async fn apply_appends(
         project: &'a str,
         entry_point_id: Uuid,
         thread_key: &'a str,
+        references: &'a [String],
         message: &'a NormalizedMessage,
         fingerprint: String,
     }
@@ -42,7 +44,15 @@ pub(super) async fn apply_appends(
             };
             let thread_key = thread.key.as_deref().unwrap_or(&message.idempotency_key);
             let fingerprint = message.fingerprint();
-            Item { index, project: &r.project_id, entry_point_id: *entry_point_id, thread_key, message, fingerprint }
+            Item {
+                index,
+                project: &r.project_id,
+                entry_point_id: *entry_point_id,
+                thread_key,
+                references: &thread.references,
+                message,
+                fingerprint,
+            }
         })
         .collect();
     let mut outcomes: Vec<Option<UpdateOutcome>> = vec![None; requests.len()];
@@ -85,11 +95,22 @@ pub(super) async fn apply_appends(
         }
     }
 
-    // Conversations: lock the existing ones (in id order), create the others.
+    // Replies: the conversation of the newest referenced message, stored or of this batch.
+    let asked: Vec<_> =
+        fresh.iter().map(|i| (i.project, i.entry_point_id, i.message.idempotency_key.as_str(), i.references)).collect();
+    let Some(replies) = resolve_replies(conn, &asked).await? else {
+        return Ok(None);
+    };
+
+    // Conversations: lock the existing ones (replied to or found by thread key, in lock-key
+    // order), create the others.
     type ThreadId<'a> = (&'a str, Uuid, &'a str);
     let mut threads: Vec<ThreadId> = Vec::new();
     let mut first_of_thread: HashMap<ThreadId, usize> = HashMap::new();
     for (n, item) in fresh.iter().enumerate() {
+        if replies[n] != Reply::ByThread {
+            continue;
+        }
         let thread = (item.project, item.entry_point_id, item.thread_key);
         first_of_thread.entry(thread).or_insert_with(|| {
             threads.push(thread);
@@ -97,8 +118,16 @@ pub(super) async fn apply_appends(
         });
     }
     let mut conversations: HashMap<ThreadId, Uuid> = HashMap::with_capacity(threads.len());
-    if !threads.is_empty() {
-        lock_threads(conn, &threads, &mut conversations).await?;
+    let mut replied_to: Vec<Uuid> =
+        replies.iter().filter_map(|r| if let Reply::Stored(id) = r { Some(*id) } else { None }).collect();
+    replied_to.sort_unstable();
+    replied_to.dedup();
+    if !threads.is_empty() || !replied_to.is_empty() {
+        let locked = lock_threads(conn, &threads, &replied_to, &mut conversations).await?;
+        if replied_to.iter().any(|id| !locked.contains(id)) {
+            // Gone since the lookup: the batch runs again and finds what is there now.
+            return Err(sqlx::Error::RowNotFound.into());
+        }
         let mut missing: Vec<&ThreadId> = threads.iter().filter(|t| !conversations.contains_key(*t)).collect();
         missing.sort_by_key(|(p, ep, k)| (*ep, *k, *p));
         if !missing.is_empty() {
@@ -144,7 +173,7 @@ pub(super) async fn apply_appends(
             // Created by a concurrent transaction after our lookup: wait for it and lock it.
             let raced: Vec<ThreadId> = threads.iter().filter(|t| !conversations.contains_key(*t)).copied().collect();
             if !raced.is_empty() {
-                lock_threads(conn, &raced, &mut conversations).await?;
+                lock_threads(conn, &raced, &[], &mut conversations).await?;
                 if raced.iter().any(|t| !conversations.contains_key(t)) {
                     return Err(sqlx::Error::RowNotFound.into());
                 }
@@ -252,8 +281,16 @@ pub(super) async fn apply_appends(
     // time-ordered (UUIDv7): a new row's key lands on the right edge of the primary-key index,
     // not on a random page of it (which, on a big table, is a page read per message).
     let ids: Vec<Uuid> = fresh.iter().map(|_| Uuid::now_v7()).collect();
-    let conversation_ids: Vec<Uuid> =
-        fresh.iter().map(|i| conversations[&(i.project, i.entry_point_id, i.thread_key)]).collect();
+    let by_thread = |i: &Item| conversations[&(i.project, i.entry_point_id, i.thread_key)];
+    let conversation_ids: Vec<Uuid> = fresh
+        .iter()
+        .zip(&replies)
+        .map(|(i, reply)| match *reply {
+            Reply::ByThread => by_thread(i),
+            Reply::Stored(id) => id,
+            Reply::SameAs(n) => by_thread(&fresh[n]),
+        })
+        .collect();
     let customers_of: Vec<Option<Uuid>> = fresh.iter().map(customer_of).collect();
     let user_ids: Vec<Option<String>> = fresh
         .iter()
@@ -319,7 +356,10 @@ pub(super) async fn apply_appends(
             // A concurrent transaction stored this key first: a copy, or (run the batch again,
             // and the one-at-a-time path derives a key) another message.
             let stored = find_stored(conn, item.project, key).await?.ok_or(sqlx::Error::RowNotFound)?;
-            if !stored.is_copy_of(&item.fingerprint) {
+            // A reply of this batch may have followed it into the conversation it was meant
+            // for: run the batch again, which finds it stored.
+            let followed = replies.iter().any(|r| matches!(r, Reply::SameAs(_)));
+            if !stored.is_copy_of(&item.fingerprint) || followed {
                 return Err(sqlx::Error::RowNotFound.into());
             }
             outcomes[item.index] = Some(UpdateOutcome {
@@ -346,32 +386,43 @@ pub(super) async fn apply_appends(
     Ok(Some(outcomes))
 }
 
-/// Lock the conversations of these threads that exist, in id order; record their ids.
+/// Lock the conversations of these threads that exist (recording their ids) and the
+/// conversations `ids`, all in one lock-key order; the ids locked.
 pub(super) async fn lock_threads<'a>(
     conn: &mut PgConnection,
     threads: &[(&'a str, Uuid, &'a str)],
+    ids: &[Uuid],
     found: &mut HashMap<(&'a str, Uuid, &'a str), Uuid>,
-) -> Result<(), sqlx::Error> {
+) -> Result<std::collections::HashSet<Uuid>, sqlx::Error> {
     // Locked in `lock_key` order (byte-wise, hence COLLATE "C"), the order the one-at-a-time
     // path locks in, so two batches in flight (one set-based, one not) cannot deadlock.
-    let rows: Vec<(Uuid, String, Uuid, String)> = sqlx::query_as(
-        "SELECT c.id, c.project_id, c.origin_entry_point_id, c.thread_key
-           FROM conversations c
-           JOIN unnest($1::text[], $2::uuid[], $3::text[]) AS t(project, ep, key)
-             ON c.origin_entry_point_id = t.ep AND c.thread_key = t.key AND c.project_id = t.project
-          ORDER BY ('t:' || c.origin_entry_point_id::text || ':' || c.thread_key) COLLATE \"C\" FOR NO KEY UPDATE OF c",
+    let rows: Vec<(Uuid, String, Option<Uuid>, Option<String>)> = sqlx::query_as(
+        "WITH wanted AS (
+           SELECT c.id FROM conversations c
+             JOIN unnest($1::text[], $2::uuid[], $3::text[]) AS t(project, ep, key)
+               ON c.origin_entry_point_id = t.ep AND c.thread_key = t.key AND c.project_id = t.project
+           UNION
+           SELECT unnest($4::uuid[]))
+         SELECT c.id, c.project_id, c.origin_entry_point_id, c.thread_key
+           FROM conversations c JOIN wanted USING (id)
+          ORDER BY ('t:' || c.origin_entry_point_id::text || ':' || c.thread_key) COLLATE \"C\", c.id
+            FOR NO KEY UPDATE OF c",
     )
     .bind(threads.iter().map(|t| t.0).collect::<Vec<_>>())
     .bind(threads.iter().map(|t| t.1).collect::<Vec<_>>())
     .bind(threads.iter().map(|t| t.2).collect::<Vec<_>>())
+    .bind(ids)
     .fetch_all(&mut *conn)
     .await?;
     let asked: HashMap<(&str, Uuid, &str), &(&'a str, Uuid, &'a str)> =
         threads.iter().map(|t| ((t.0, t.1, t.2), t)).collect();
+    let mut locked = std::collections::HashSet::with_capacity(rows.len());
     for (id, project, ep, key) in rows {
+        locked.insert(id);
+        let (Some(ep), Some(key)) = (ep, key) else { continue };
         if let Some(t) = asked.get(&(project.as_str(), ep, key.as_str())) {
             found.insert(**t, id);
         }
     }
-    Ok(())
+    Ok(locked)
 }

@@ -276,9 +276,10 @@ async fn apply_batch_once(
 }
 
 /// Which requests of a batch can take the set-based path: new messages through an entry point
-/// (the worker's usual traffic), found by thread key, whose key is nowhere else in the batch.
-/// Anything else (edits, statuses, attributes, references, reply tokens, pending email, a key
-/// twice) is applied one update at a time.
+/// (the worker's usual traffic), found by thread key or by references, whose key is nowhere
+/// else in the batch. Anything else (edits, statuses, attributes, reply tokens, pending email, a
+/// key twice, a reply to such a request of the batch) is applied one update at a time, after
+/// the set-based part.
 fn set_based_eligible(requests: &[UpdateRequest]) -> Vec<bool> {
     let mut seen: std::collections::HashMap<(&str, &str), usize> = std::collections::HashMap::new();
     for r in requests {
@@ -286,20 +287,21 @@ fn set_based_eligible(requests: &[UpdateRequest]) -> Vec<bool> {
             *seen.entry((r.project_id.as_str(), action_key(action))).or_default() += 1;
         }
     }
-    requests
+    let mut eligible: Vec<bool> = requests
         .iter()
         .map(|r| {
             let (Some(UpdateAction::Append(m)), Target::Channel { thread, .. }) = (&r.action, &r.target) else {
                 return false;
             };
-            thread.references.is_empty()
-                && thread.conversation_id_hint.is_none()
+            thread.conversation_id_hint.is_none()
                 && !r.extras.pending_delivery
                 && r.extras.message_type == MessageType::Message
                 && r.attributes.is_empty()
                 && seen[&(r.project_id.as_str(), m.idempotency_key.as_str())] == 1
         })
-        .collect()
+        .collect();
+    replies::keep_replies_resolvable(requests, &mut eligible);
+    eligible
 }
 
 /// Whether the whole batch takes the set-based path.
@@ -425,6 +427,7 @@ mod bumps;
 mod changes;
 mod one;
 mod parked;
+mod replies;
 #[cfg(test)]
 mod tests;
 

@@ -207,3 +207,108 @@ async fn reused_keys_and_parked_deletes_match_one_by_one() {
         sqlx::query(&format!("DROP DATABASE \"{name}\" WITH (FORCE)")).execute(&mut admin).await.unwrap();
     }
 }
+
+/// Message `i` as a reply (no thread key) that references `keys`, oldest first.
+fn reply(ep: Uuid, i: usize, keys: &[String]) -> UpdateRequest {
+    let mut r = request(ep, i);
+    r.target = Target::Channel {
+        entry_point_id: ep,
+        thread: ThreadRef { key: None, references: keys.to_vec(), ..Default::default() },
+    };
+    r
+}
+
+/// Replies (email `References`) take the set-based path when what they reference was stored
+/// before the batch, and must land where one at a time puts them: the newest referenced
+/// message's conversation if it is linked to the entry point, else a conversation of their own.
+#[tokio::test]
+async fn replies_match_one_by_one() {
+    let (fast, ep_fast, fast_name) = fresh_db().await;
+    let (slow, ep_slow, slow_name) = fresh_db().await;
+    let mut others = Vec::new();
+    for pool in [&fast, &slow] {
+        let other = crate::store::create_entry_point(pool, "p", ChannelType::Webhook, "webhook", "other", json!({}))
+            .await
+            .unwrap()
+            .id;
+        others.push(other);
+    }
+    let k = |i: usize| format!("k{i}");
+    // Earlier traffic: threads on the entry point, and one message on another entry point.
+    let first = |ep: Uuid, other: Uuid| {
+        let mut batch: Vec<UpdateRequest> = (0..12).map(|i| request(ep, i)).collect();
+        batch.push(request(other, 50));
+        batch
+    };
+    let replies = |ep: Uuid| {
+        vec![
+            reply(ep, 100, &[k(1)]),
+            reply(ep, 101, &[k(2), k(3), "unknown@x".into()]), // newest known reference wins
+            reply(ep, 102, &["unknown@y".into()]),             // nothing known: its own conversation
+            reply(ep, 103, &[k(50)]),                          // another entry point's message
+            reply(ep, 104, &[k(4), k(5)]),
+            reply(ep, 105, &[k(4)]),
+            request(ep, 106),
+        ]
+    };
+    for (pool, ep, other, one_by_one) in [(&fast, ep_fast, others[0], false), (&slow, ep_slow, others[1], true)] {
+        for batch in [first(ep, other), replies(ep)] {
+            assert!(appends_only(&batch), "every reply refers to a message stored before its batch");
+            match one_by_one {
+                false => drop(apply_batch(pool, &batch).await.unwrap()),
+                true => drop(apply_one_by_one(pool, &batch).await),
+            }
+        }
+    }
+    assert_eq!(snapshot(&fast).await, snapshot(&slow).await, "replies");
+    let conversation_of = |key: String| {
+        let fast = fast.clone();
+        async move {
+            sqlx::query_scalar::<_, Uuid>("SELECT conversation_id FROM messages WHERE idempotency_key = $1")
+                .bind(key)
+                .fetch_one(&fast)
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(conversation_of(k(100)).await, conversation_of(k(1)).await);
+    assert_eq!(conversation_of(k(101)).await, conversation_of(k(3)).await);
+    assert_ne!(conversation_of(k(103)).await, conversation_of(k(50)).await);
+    // A redelivered reply is a duplicate, wherever it would go now.
+    let again = apply_batch(&fast, &replies(ep_fast)).await.unwrap();
+    assert!(again.iter().all(|o| o.effect == Effect::Duplicate));
+
+    // A thread arriving in one batch (a backlog), replies before their parents: each follows
+    // its newest reference, set-based, whatever the order.
+    let batch = vec![
+        reply(ep_fast, 202, &[k(200), k(201)]),
+        reply(ep_fast, 201, &[k(200)]),
+        request(ep_fast, 200),
+        reply(ep_fast, 203, &[k(200), k(1)]), // the stored k1 is newer in its references
+    ];
+    assert!(appends_only(&batch));
+    let outcomes = apply_batch(&fast, &batch).await.unwrap();
+    assert_eq!(outcomes[0].conversation_id, outcomes[2].conversation_id);
+    assert_eq!(outcomes[1].conversation_id, outcomes[2].conversation_id);
+    assert_eq!(outcomes[3].conversation_id, conversation_of(k(1)).await);
+    // A parent on another entry point: the reply goes one at a time (and, the conversation not
+    // being linked to its entry point, opens its own).
+    let batch = vec![reply(ep_fast, 211, &[k(210)]), request(others[0], 210)];
+    assert_eq!(set_based_eligible(&batch), vec![false, true]);
+    let outcomes = apply_batch(&fast, &batch).await.unwrap();
+    assert_ne!(outcomes[0].conversation_id, outcomes[1].conversation_id);
+    // References in a circle (no real thread does this): the whole batch one at a time, every
+    // message stored once.
+    let batch = vec![reply(ep_fast, 220, &[k(221)]), reply(ep_fast, 221, &[k(220)]), request(ep_fast, 222)];
+    assert!(appends_only(&batch));
+    let outcomes = apply_batch(&fast, &batch).await.unwrap();
+    assert!(outcomes.iter().all(|o| o.effect == Effect::Appended));
+    assert!(apply_batch(&fast, &batch).await.unwrap().iter().all(|o| o.effect == Effect::Duplicate));
+
+    fast.close().await;
+    slow.close().await;
+    let mut admin = sqlx::PgConnection::connect("postgres://postgres@127.0.0.1:5432/postgres").await.unwrap();
+    for name in [fast_name, slow_name] {
+        sqlx::query(&format!("DROP DATABASE \"{name}\" WITH (FORCE)")).execute(&mut admin).await.unwrap();
+    }
+}
