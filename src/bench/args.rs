@@ -43,7 +43,8 @@ pub const LONG_ABOUT: &str = "Measure intake against the local RabbitMQ and Post
         or this process for the in-process consumers, marked *), of PostgreSQL (the backends connected to the \
         bench database plus the WAL writer, checkpointer and background writer) and of RabbitMQ (beam.smp), \
         from /proc/<pid>/stat. The PostgreSQL writers and beam.smp are shared with anything else running on \
-        the machine.\n\n\
+        the machine. Steal: the share of the machine's CPU ticks the hypervisor gave to other guests \
+        during the run (/proc/stat); a run with much of it is slower for reasons outside intake.\n\n\
         Latency: publish -> commit. The bench notes the time just before it publishes each message; a \
         trigger it adds to its own database (for this run only) sends NOTIFY with the message's key, which \
         PostgreSQL delivers only when the worker's transaction commits; the bench notes when that arrives. \

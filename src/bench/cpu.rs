@@ -41,6 +41,9 @@ pub(super) struct CpuUsage {
     pub pg_backends: f64,
     pub pg_helpers: f64,
     pub rabbit: f64,
+    /// Share of the machine's CPU time the hypervisor gave to others during the run (`steal`
+    /// in `/proc/stat`): on a shared virtual machine, what makes one run slower than the next.
+    pub steal: f64,
 }
 
 impl CpuUsage {
@@ -72,6 +75,7 @@ impl CpuUsage {
                 "rabbitmq": round2(self.rabbit),
                 "benchPoller": round2(self.poller),
             },
+            "cpuStealShare": (self.steal * 1000.0).round() / 1000.0,
             "cpuMicrosPerMessage": {
                 "worker": round1(worker),
                 "postgres": round1(postgres),
@@ -93,6 +97,8 @@ pub(super) fn micros_per_message(cpu_secs: f64, messages: usize) -> f64 {
 pub(super) struct CpuSnapshot {
     procs: HashMap<u32, (Group, f64)>,
     own: f64,
+    /// The machine's (all CPU ticks, stolen ticks) since boot.
+    machine: (u64, u64),
 }
 
 impl CpuSnapshot {
@@ -109,13 +115,20 @@ impl CpuSnapshot {
                 }
             }
         }
-        CpuSnapshot { procs, own: cpu_secs(std::process::id()).unwrap_or(0.0) }
+        CpuSnapshot {
+            procs,
+            own: cpu_secs(std::process::id()).unwrap_or(0.0),
+            machine: machine_ticks().unwrap_or((0, 0)),
+        }
     }
 
     /// CPU seconds per component between `self` and `later` (processes that started in
     /// between count from zero; processes that ended in between are lost).
     pub fn usage_until(&self, later: &CpuSnapshot, consumer: Consumer) -> CpuUsage {
-        let mut usage = CpuUsage { worker_is_bench: consumer == Consumer::InProcess, ..CpuUsage::default() };
+        let (all, stolen) =
+            (later.machine.0.saturating_sub(self.machine.0), later.machine.1.saturating_sub(self.machine.1));
+        let steal = if all == 0 { 0.0 } else { stolen as f64 / all as f64 };
+        let mut usage = CpuUsage { worker_is_bench: consumer == Consumer::InProcess, steal, ..CpuUsage::default() };
         let own = (later.own - self.own).max(0.0);
         match consumer {
             Consumer::InProcess => usage.worker += own,
@@ -157,6 +170,20 @@ fn group_of(pid: u32, db_name: &str, workers: &HashSet<u32>) -> Option<Group> {
     }
 }
 
+/// (all ticks, steal ticks) of the machine, from the first line of `/proc/stat`: `cpu user nice
+/// system idle iowait irq softirq steal guest guest_nice` (guest time is already in user).
+fn machine_ticks() -> Option<(u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    parse_machine_ticks(stat.lines().next()?)
+}
+
+fn parse_machine_ticks(line: &str) -> Option<(u64, u64)> {
+    let fields: Vec<u64> =
+        line.strip_prefix("cpu ")?.split_whitespace().map(|f| f.parse().ok()).collect::<Option<_>>()?;
+    let all = fields.iter().take(8).sum();
+    Some((all, *fields.get(7)?))
+}
+
 fn cpu_secs(pid: u32) -> Option<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // Fields after the command name (which is in parentheses and may hold spaces).
@@ -177,6 +204,13 @@ mod tests {
     }
 
     #[test]
+    fn steal_comes_from_the_eighth_field() {
+        let line = "cpu  197081 0 35928 99878 2426 0 4077 31855 0 0";
+        assert_eq!(parse_machine_ticks(line), Some((197081 + 35928 + 99878 + 2426 + 4077 + 31855, 31855)));
+        assert!(machine_ticks().is_some());
+    }
+
+    #[test]
     fn micros_per_message_math() {
         // 1.5 CPU seconds over 40,000 messages: 37.5 µs each.
         assert!((micros_per_message(1.5, 40_000) - 37.5).abs() < 1e-9);
@@ -193,6 +227,7 @@ mod tests {
         let snapshot = |own: f64, procs: &[(u32, Group, f64)]| CpuSnapshot {
             procs: procs.iter().map(|(pid, g, s)| (*pid, (*g, *s))).collect(),
             own,
+            machine: (1000, 10),
         };
         let before = snapshot(1.0, &[(10, Group::PgBackends, 5.0), (11, Group::Rabbit, 100.0)]);
         let after = snapshot(
@@ -213,7 +248,8 @@ mod tests {
                 poller: 0.5,
                 pg_backends: 0.5,
                 pg_helpers: 0.1,
-                rabbit: 0.25
+                rabbit: 0.25,
+                steal: 0.0
             }
         );
         let in_process = before.usage_until(&snapshot(1.5, &[]), Consumer::InProcess);

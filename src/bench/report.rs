@@ -134,8 +134,15 @@ const NAME_WIDTH: usize = 34;
 
 fn print_header() {
     println!(
-        "{:<NAME_WIDTH$} {:>8} {:>14} {:>16} {:>14} {:>18} {:>16}",
-        "run", "msgs", "consume msg/s", "× fast baseline", "worker µs/msg", "PostgreSQL µs/msg", "RabbitMQ µs/msg"
+        "{:<NAME_WIDTH$} {:>8} {:>14} {:>16} {:>14} {:>18} {:>16} {:>7}",
+        "run",
+        "msgs",
+        "consume msg/s",
+        "× fast baseline",
+        "worker µs/msg",
+        "PostgreSQL µs/msg",
+        "RabbitMQ µs/msg",
+        "steal"
     );
 }
 
@@ -143,14 +150,15 @@ fn print_row(r: &RunResult, fast_rate: f64) {
     let (worker, postgres, rabbit) = r.cpu.per_message(r.messages);
     let mark = if r.cpu.worker_is_bench { "*" } else { " " };
     println!(
-        "{:<NAME_WIDTH$} {:>8} {:>14} {:>16.3} {:>13.1}{mark} {:>18.1} {:>16.1}",
+        "{:<NAME_WIDTH$} {:>8} {:>14} {:>16.3} {:>13.1}{mark} {:>18.1} {:>16.1} {:>6.1}%",
         r.name,
         r.messages,
         thousands(r.rate()),
         r.rate() / fast_rate,
         worker,
         postgres,
-        rabbit
+        rabbit,
+        r.cpu.steal * 100.0
     );
 }
 
@@ -227,7 +235,7 @@ impl Report {
         for r in main.into_iter().chain(scenarios.into_iter().flatten()) {
             print_row(r, fast);
         }
-        println!("* in-process consumer: the bench process's own CPU");
+        println!("* in-process consumer: the bench process's own CPU. steal: the share of the machine's CPU time the hypervisor gave to others during the run (a shared VM: compare runs with little)");
         println!();
         let intake = self.intake.rate();
         println!(
