@@ -138,6 +138,14 @@ pub struct BenchArgs {
     #[arg(long, value_name = "FILE")]
     pub latency_timeline: Option<std::path::PathBuf>,
 
+    /// Before/after in one run: another `intake` executable (built from an earlier commit, say)
+    /// that drains the same backlogs as the 1- and 2-worker runs and the mix right after this
+    /// one, with its own `intake worker` children on a database it migrates itself; printed as
+    /// pairs with this/other ratios. On a shared machine whose speed drifts, the only fair
+    /// before/after.
+    #[arg(long, value_name = "PATH")]
+    pub compare_with: Option<std::path::PathBuf>,
+
     /// Print one JSON document instead of tables.
     #[arg(long)]
     pub json: bool,

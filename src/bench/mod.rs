@@ -25,6 +25,7 @@
 mod args;
 mod baselines;
 mod check;
+mod compare;
 mod cpu;
 mod disk;
 mod fill;
@@ -62,6 +63,11 @@ const DEFAULT_BATCH: usize = 100;
 
 struct Bench {
     args: BenchArgs,
+    /// The `intake` executable whose workers are under test (this one, or with
+    /// `--compare-with` the other one while its runs go).
+    exe: std::path::PathBuf,
+    /// `--compare-with`: the other executable and its database, while this one's runs go.
+    other: Option<compare::Subject>,
     id: String,
     topology: Topology,
     db_url: String,
@@ -118,6 +124,8 @@ pub async fn run(database_url: &str, args: BenchArgs) -> anyhow::Result<()> {
     let log = !args.json;
     let mut bench = Bench {
         args,
+        exe: std::env::current_exe()?,
+        other: None,
         id,
         topology,
         db_url,
@@ -196,6 +204,16 @@ impl Bench {
     async fn run_all(&mut self) -> anyhow::Result<Report> {
         let started = Instant::now();
         self.register_entry_points().await?;
+        let mut compared = match self.args.compare_with.clone() {
+            Some(exe) => {
+                let subject = self.prepare_other(&exe).await?;
+                self.say(format!("[compare] {} migrated {}", exe.display(), subject.db_name));
+                self.other = Some(subject);
+                let other_version = compare::version_of(&exe).await;
+                Some(compare::Comparison { other: exe, other_version, pairs: Vec::new() })
+            }
+            None => None,
+        };
         let n = self.args.messages;
         let slow = self.args.slow_messages.unwrap_or((n / 10).max(1));
         let cores = std::thread::available_parallelism().map(|c| c.get()).unwrap_or(1);
@@ -213,12 +231,32 @@ impl Bench {
             .with_writer(std::io::stderr)
             .finish();
         let naive = tracing::instrument::WithSubscriber::with_subscriber(self.run_naive(slow), quiet).await?;
+        let run = self.next_run;
         let intake = self.run_spread("intake", "intake, 1 worker", n, 1, None).await?;
+        let pair = self.other_spread(run, &intake, 1).await?;
+        let run = self.next_run;
         let intake2 = self.run_spread("intake2Workers", "intake, 2 workers", n, 2, None).await?;
+        let pair2 = self.other_spread(run, &intake2, 2).await?;
+        if let Some(c) = &mut compared {
+            c.pairs.extend(pair.into_iter().chain(pair2));
+        }
         let latency = self.run_latency(intake.rate() * self.args.latency_load).await?;
 
         let mix = match self.args.scenarios.contains(&Scenario::Mix) {
-            true => Some(self.run_mix(self.args.mix_messages.unwrap_or((n / 4).max(1))).await?),
+            true => {
+                let run = self.next_run;
+                let mix = self.run_mix(
+                    self.args.mix_messages.unwrap_or((n / 4).max(1)),
+                    "mix",
+                    "mix (real-size traffic, 1 worker)",
+                );
+                let mix = mix.await?;
+                let pair = self.other_mix(run, &mix.0).await?;
+                if let Some(c) = &mut compared {
+                    c.pairs.extend(pair);
+                }
+                Some(mix)
+            }
             false => None,
         };
         let hot = match self.args.scenarios.contains(&Scenario::Hot) {
@@ -247,6 +285,9 @@ impl Bench {
         self.say("[disk] VACUUM (ANALYZE) and sizes…");
         let disk = disk::measure(&self.pool).await?;
         let mut check = self.final_check().await?;
+        if let Some(other) = &self.other {
+            self.check_other(other).await?;
+        }
         let big = match self.args.big_table {
             0 => None,
             rows => Some(self.run_big_table(rows, n, &mut check).await?),
@@ -274,6 +315,7 @@ impl Bench {
             sweep_batches,
             disk,
             check,
+            compared,
             elapsed: started.elapsed().as_secs_f64(),
         })
     }
@@ -345,15 +387,24 @@ impl Bench {
         let _ = channel.exchange_delete(self.topology.exchange.as_str().into(), Default::default()).await;
         let _ = self.connection.close(200, "bench done".into()).await;
         self.pool.close().await;
+        let mut databases = vec![(self.db_name.clone(), self.db_url.clone())];
+        if let Some(other) = self.other.take() {
+            other.pool.close().await;
+            databases.push((other.db_name, other.db_url));
+        }
         if self.args.keep {
-            eprintln!("kept database {} ({})", self.db_name, self.db_url);
+            for (name, url) in databases {
+                eprintln!("kept database {name} ({url})");
+            }
             return Ok(());
         }
         let admin = PgConnectOptions::from_str(&self.db_url)?
             .database("postgres")
             .log_slow_statements(tracing::log::LevelFilter::Off, Duration::from_secs(60));
         let mut conn = admin.connect().await?;
-        sqlx::query(&format!("DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)", self.db_name)).execute(&mut conn).await?;
+        for (name, _) in databases {
+            sqlx::query(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)")).execute(&mut conn).await?;
+        }
         Ok(())
     }
 }

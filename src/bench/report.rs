@@ -100,6 +100,7 @@ pub(super) struct Report {
     pub sweep_batches: Vec<RunResult>,
     pub disk: DiskUsage,
     pub check: CheckResult,
+    pub compared: Option<super::compare::Comparison>,
     pub elapsed: f64,
 }
 
@@ -130,9 +131,9 @@ pub(super) fn bytes(n: i64) -> String {
     }
 }
 
-const NAME_WIDTH: usize = 34;
+const NAME_WIDTH: usize = 42;
 
-fn print_header() {
+pub(super) fn print_header() {
     println!(
         "{:<NAME_WIDTH$} {:>8} {:>14} {:>16} {:>14} {:>18} {:>16} {:>7}",
         "run",
@@ -146,7 +147,7 @@ fn print_header() {
     );
 }
 
-fn print_row(r: &RunResult, fast_rate: f64) {
+pub(super) fn print_row(r: &RunResult, fast_rate: f64) {
     let (worker, postgres, rabbit) = r.cpu.per_message(r.messages);
     let mark = if r.cpu.worker_is_bench { "*" } else { " " };
     println!(
@@ -217,6 +218,7 @@ impl Report {
             "sweepWorkers": self.sweep_workers.iter().map(|r| r.json(fast)).collect::<Vec<_>>(),
             "sweepBatchSizes": self.sweep_batches.iter().map(|r| r.json(fast)).collect::<Vec<_>>(),
             "check": self.check.json(),
+            "compared": self.compared.as_ref().map(|c| c.json(fast)),
             "elapsedSeconds": self.elapsed,
         })
     }
@@ -244,6 +246,10 @@ impl Report {
             intake / self.ack_each.rate(),
             intake / self.naive.rate()
         );
+        if let Some(compared) = &self.compared {
+            compared.print(fast);
+            println!();
+        }
         if let Some((r, stats)) = &self.mix {
             println!(
                 "mix / fast baseline = {:.2}: {} msgs, avg payload {} B ({}), seed {}",

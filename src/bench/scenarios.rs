@@ -11,7 +11,7 @@ use super::{Bench, PROJECT};
 
 impl Bench {
     /// `n` messages of the real-size mix through one default worker.
-    pub(super) async fn run_mix(&mut self, n: usize) -> anyhow::Result<(RunResult, MixStats)> {
+    pub(super) async fn run_mix(&mut self, n: usize, key: &str, name: &str) -> anyhow::Result<(RunResult, MixStats)> {
         let run = self.next_run;
         self.next_run += 1;
         let seed = self.args.mix_seed;
@@ -20,7 +20,7 @@ impl Bench {
             (0..n).map(|i| mix_message(seed, run, i, conversations, entry_points)).collect();
         let stats = MixStats::of(seed, &messages);
         self.say(format!("[mix] {n} messages, avg {} B: {}", thousands(stats.average() as f64), stats.describe()));
-        let r = self.drain("mix", "mix (real-size traffic, 1 worker)", messages, 1, None, &RowScope::Table).await?;
+        let r = self.drain(key, name, messages, 1, None, &RowScope::Table).await?;
         Ok((r, stats))
     }
 

@@ -24,8 +24,7 @@ const STALL: Duration = Duration::from_secs(30);
 
 impl Bench {
     pub(super) fn spawn_worker(&self, batch_size: Option<usize>) -> anyhow::Result<Child> {
-        let exe = std::env::current_exe()?;
-        let mut cmd = Command::new(exe);
+        let mut cmd = Command::new(&self.exe);
         cmd.arg("worker");
         for var in [
             "INTAKE_PREFETCH",

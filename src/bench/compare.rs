@@ -1,0 +1,188 @@
+//! `--compare-with OTHER`: before/after in one run. Another `intake` executable (built from an
+//! earlier commit, say) drains the same backlogs right after this one, its `intake worker`
+//! children on a database of its own that it migrated itself (so a schema change is compared
+//! too), against the same broker, fast baseline and machine state. On a shared virtual machine
+//! whose speed drifts between runs (see the steal column), back-to-back invocations are not
+//! comparable; neighbouring runs of one invocation are.
+
+use std::path::{Path, PathBuf};
+
+use serde_json::json;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use super::report::{print_header, print_row, RunResult};
+use super::{with_database, Bench};
+use crate::store;
+
+/// The intake under test: the executable whose `intake worker` children drain a backlog and
+/// the database they write to. The bench's own fields hold the current one; [`Bench::swap`]
+/// trades them with another.
+pub(super) struct Subject {
+    pub exe: PathBuf,
+    pub db_url: String,
+    pub db_name: String,
+    pub pool: PgPool,
+    pub webhook_entry_points: Vec<(Uuid, String)>,
+    pub expected_rows: i64,
+}
+
+/// The pairs of runs: (this executable, the other), in the order they ran.
+#[derive(Debug, Clone)]
+pub(super) struct Comparison {
+    pub other: PathBuf,
+    pub other_version: String,
+    pub pairs: Vec<(RunResult, RunResult)>,
+}
+
+impl Bench {
+    /// Let `other` migrate a database of its own and register the same project and entry points.
+    pub(super) async fn prepare_other(&mut self, other: &Path) -> anyhow::Result<Subject> {
+        let db_name = format!("{}_other", self.db_name);
+        let db_url = with_database(&self.db_url, &db_name);
+        let status = tokio::process::Command::new(other)
+            .arg("migrate")
+            .env("DATABASE_URL", &db_url)
+            .env("RUST_LOG", "warn")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(self.worker_log()?)
+            .status()
+            .await
+            .map_err(|e| anyhow::anyhow!("--compare-with {}: cannot run it: {e}", other.display()))?;
+        anyhow::ensure!(
+            status.success(),
+            "--compare-with {}: `migrate` failed ({status}); its output is in {}",
+            other.display(),
+            self.worker_log_path().display()
+        );
+        let pool = store::connect(&db_url, 4).await?;
+        let mut subject = Subject {
+            exe: other.to_owned(),
+            db_url,
+            db_name,
+            pool,
+            webhook_entry_points: Vec::new(),
+            expected_rows: 0,
+        };
+        self.swap(&mut subject);
+        let registered = self.register_entry_points().await;
+        self.swap(&mut subject);
+        registered?;
+        Ok(subject)
+    }
+
+    /// Trade the subject under test with `other`.
+    pub(super) fn swap(&mut self, other: &mut Subject) {
+        std::mem::swap(&mut self.exe, &mut other.exe);
+        std::mem::swap(&mut self.db_url, &mut other.db_url);
+        std::mem::swap(&mut self.db_name, &mut other.db_name);
+        std::mem::swap(&mut self.pool, &mut other.pool);
+        std::mem::swap(&mut self.webhook_entry_points, &mut other.webhook_entry_points);
+        std::mem::swap(&mut self.expected_rows, &mut other.expected_rows);
+    }
+
+    /// Every row the other executable's runs stored is there exactly once.
+    pub(super) async fn check_other(&self, other: &Subject) -> anyhow::Result<()> {
+        let (rows, distinct): (i64, i64) =
+            sqlx::query_as("SELECT count(*), count(DISTINCT (project_id, idempotency_key)) FROM messages")
+                .fetch_one(&other.pool)
+                .await?;
+        anyhow::ensure!(
+            rows == other.expected_rows && distinct == rows,
+            "--compare-with: {rows} rows ({distinct} distinct keys) in its database, expected {}",
+            other.expected_rows
+        );
+        Ok(())
+    }
+}
+
+/// `OTHER --version`, or what went wrong asking.
+pub(super) async fn version_of(exe: &Path) -> String {
+    match tokio::process::Command::new(exe).arg("--version").output().await {
+        Ok(out) if out.status.success() => String::from_utf8_lossy(&out.stdout).trim().to_owned(),
+        Ok(out) => format!("(--version: {})", out.status),
+        Err(e) => format!("(--version: {e})"),
+    }
+}
+
+impl Comparison {
+    pub fn print(&self, fast_rate: f64) {
+        println!();
+        println!(
+            "before/after in this run: {} ({}) ran each backlog right after this executable, on a database it migrated",
+            self.other.display(),
+            self.other_version
+        );
+        print_header();
+        for (this, other) in &self.pairs {
+            print_row(this, fast_rate);
+            print_row(other, fast_rate);
+        }
+        for (this, other) in &self.pairs {
+            let (w, p, r) = this.cpu.per_message(this.messages);
+            let (ow, op, or) = other.cpu.per_message(other.messages);
+            println!(
+                "  {}: this / other = {:.2} (msg/s {} / {}; µs/msg worker {:.0} / {:.0}, PostgreSQL {:.0} / {:.0}, RabbitMQ {:.0} / {:.0})",
+                this.name,
+                this.rate() / other.rate(),
+                super::report::thousands(this.rate()),
+                super::report::thousands(other.rate()),
+                w,
+                ow,
+                p,
+                op,
+                r,
+                or
+            );
+        }
+    }
+
+    pub fn json(&self, fast_rate: f64) -> serde_json::Value {
+        json!({
+            "other": self.other.display().to_string(),
+            "otherVersion": self.other_version,
+            "pairs": self.pairs.iter().map(|(this, other)| json!({
+                "this": this.json(fast_rate),
+                "other": other.json(fast_rate),
+                "thisOverOther": this.rate() / other.rate(),
+            })).collect::<Vec<_>>(),
+        })
+    }
+}
+
+impl Bench {
+    /// The spread run `run` (same messages, same keys) again, by the other executable.
+    pub(super) async fn other_spread(
+        &mut self,
+        run: usize,
+        this: &RunResult,
+        workers: usize,
+    ) -> anyhow::Result<Option<(RunResult, RunResult)>> {
+        let Some(mut other) = self.other.take() else { return Ok(None) };
+        let next = std::mem::replace(&mut self.next_run, run);
+        self.swap(&mut other);
+        let name = format!("{} [other]", this.name);
+        let result = self.run_spread(&format!("{}Other", this.key), &name, this.messages, workers, None).await;
+        self.swap(&mut other);
+        self.next_run = next;
+        self.other = Some(other);
+        Ok(Some((this.clone(), result?)))
+    }
+
+    /// The mix run `run` (the same bytes) again, by the other executable.
+    pub(super) async fn other_mix(
+        &mut self,
+        run: usize,
+        this: &RunResult,
+    ) -> anyhow::Result<Option<(RunResult, RunResult)>> {
+        let Some(mut other) = self.other.take() else { return Ok(None) };
+        let next = std::mem::replace(&mut self.next_run, run);
+        self.swap(&mut other);
+        let result = self.run_mix(this.messages, "mixOther", "mix (real-size traffic, 1 worker) [other]").await;
+        self.swap(&mut other);
+        self.next_run = next;
+        self.other = Some(other);
+        Ok(Some((this.clone(), result?.0)))
+    }
+}

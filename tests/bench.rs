@@ -1,0 +1,51 @@
+//! `intake bench` end to end, small: every run, the mix, and `--compare-with` (the same
+//! executable as the "other"), against the local RabbitMQ and PostgreSQL. Checks the report's
+//! shape and its exactly-once check, never a speed.
+
+use serde_json::Value;
+
+#[tokio::test]
+async fn a_small_bench_with_a_comparison_reports_every_run_and_cleans_up() {
+    let exe = env!("CARGO_BIN_EXE_intake");
+    let out = tokio::process::Command::new(exe)
+        .args(["bench", "--messages", "300", "--slow-messages", "30", "--mix-messages", "120", "--scenarios", "mix"])
+        .args(["--latency-secs", "1", "--json", "--compare-with", exe])
+        .env("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/postgres")
+        .env("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2f")
+        .output()
+        .await
+        .expect("run intake bench");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "intake bench failed: {stderr}");
+    let report: Value = serde_json::from_slice(&out.stdout).expect("one JSON document");
+
+    for run in ["fastBaseline", "ackEachBaseline", "naive", "intake", "intake2Workers", "mix"] {
+        let r = &report["runs"][run];
+        assert!(r["rate"].as_f64().is_some_and(|v| v > 0.0), "{run}: {r}");
+        assert!(r["cpuStealShare"].as_f64().is_some_and(|v| (0.0..=1.0).contains(&v)), "{run}: {r}");
+    }
+    assert_eq!(report["check"]["exactlyOnce"], true);
+    assert_eq!(report["check"]["rows"], report["check"]["rowsExpected"]);
+
+    let pairs = report["compared"]["pairs"].as_array().expect("the comparison's pairs");
+    let names: Vec<&str> = pairs.iter().map(|p| p["other"]["name"].as_str().unwrap()).collect();
+    assert_eq!(
+        names,
+        ["intake, 1 worker [other]", "intake, 2 workers [other]", "mix (real-size traffic, 1 worker) [other]"]
+    );
+    for p in pairs {
+        assert_eq!(p["this"]["messages"], p["other"]["messages"], "the same backlog: {p}");
+        assert!(p["thisOverOther"].as_f64().is_some_and(|v| v > 0.0));
+        assert_eq!(p["other"]["applied"], p["other"]["messages"], "every message stored once: {p}");
+    }
+
+    // Both databases are gone.
+    let id = report["bench"].as_str().unwrap();
+    let pool = sqlx::PgPool::connect("postgres://postgres@127.0.0.1:5432/postgres").await.unwrap();
+    let left: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_database WHERE datname LIKE $1")
+        .bind(format!("intake_bench_{id}%"))
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(left, 0, "bench databases left behind");
+}
