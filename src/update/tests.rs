@@ -312,3 +312,29 @@ async fn replies_match_one_by_one() {
         sqlx::query(&format!("DROP DATABASE \"{name}\" WITH (FORCE)")).execute(&mut admin).await.unwrap();
     }
 }
+
+/// Which replies stay set-based: a parent in the batch must itself be set-based, on the same
+/// entry point; a reply to an edit's key, to a key sent twice, or to a reply that left the
+/// set-based path (a chain) goes one at a time.
+#[test]
+fn replies_leave_the_set_based_path_with_their_parents() {
+    let (ep, other) = (Uuid::now_v7(), Uuid::now_v7());
+    let k = |i: usize| format!("k{i}");
+    let mut edit = request(ep, 9);
+    edit.action = Some(UpdateAction::Edit {
+        idempotency_key: k(1),
+        body: "edited".into(),
+        edited_at: DateTime::from_timestamp(1_700_000_000, 0).unwrap(),
+    });
+    let batch = vec![
+        request(ep, 1),                        // its key is also the edit's: one at a time
+        edit,                                  // not an append
+        reply(ep, 2, &[k(1)]),                 // parent one at a time
+        reply(ep, 3, &[k(2)]),                 // ... and so its reply too
+        request(ep, 4),                        // set-based
+        reply(ep, 5, &[k(4), k(77)]),          // parent set-based, k77 unknown: set-based
+        reply(other, 6, &[k(4)]),              // parent on another entry point
+        reply(ep, 7, &["k-elsewhere".into()]), // stored or unknown: set-based
+    ];
+    assert_eq!(set_based_eligible(&batch), vec![false, false, false, false, true, true, false, true]);
+}
