@@ -11,11 +11,12 @@ use uuid::Uuid;
 /// [`apply_in`] for the [`set_based_eligible`] requests of a batch (`order`; the outcomes of
 /// the others stay `None`) with a few statements per batch
 /// instead of several per message, with the same result as applying them one by one in
-/// `order`: duplicates are found first, conversations are locked (or created) together,
-/// customers are upserted once each with the values the last message would have left, the
-/// messages are inserted together, and the conversation rows are folded in rounds. `None`
-/// (before anything is written) when a key comes back with other content: the one-at-a-time
-/// path stores such a message under a derived key.
+/// `order`: duplicates are found first, replies are resolved ([`resolve_replies`]),
+/// conversations are locked (or created) together, customers are upserted once each with the
+/// values the last message would have left, the messages are inserted together, and the
+/// conversation rows are folded in rounds. `None` (before anything is written) when a key comes
+/// back with other content (the one-at-a-time path stores such a message under a derived key)
+/// or replies of the batch refer to each other in a circle.
 pub(super) async fn apply_appends(
     conn: &mut PgConnection,
     requests: &[UpdateRequest],
