@@ -152,6 +152,23 @@ impl Comparison {
 }
 
 impl Bench {
+    /// `f` with the other executable and its database under test, `next_run` set back to `run`
+    /// so that it gets the very backlog run `run` had; `None` without `--compare-with`.
+    async fn on_other<T>(
+        &mut self,
+        run: usize,
+        f: impl AsyncFnOnce(&mut Bench) -> anyhow::Result<T>,
+    ) -> anyhow::Result<Option<T>> {
+        let Some(mut other) = self.other.take() else { return Ok(None) };
+        let next = std::mem::replace(&mut self.next_run, run);
+        self.swap(&mut other);
+        let result = f(self).await;
+        self.swap(&mut other);
+        self.next_run = next;
+        self.other = Some(other);
+        result.map(Some)
+    }
+
     /// The spread run `run` (same messages, same keys) again, by the other executable.
     pub(super) async fn other_spread(
         &mut self,
@@ -159,15 +176,9 @@ impl Bench {
         this: &RunResult,
         workers: usize,
     ) -> anyhow::Result<Option<(RunResult, RunResult)>> {
-        let Some(mut other) = self.other.take() else { return Ok(None) };
-        let next = std::mem::replace(&mut self.next_run, run);
-        self.swap(&mut other);
-        let name = format!("{} [other]", this.name);
-        let result = self.run_spread(&format!("{}Other", this.key), &name, this.messages, workers, None).await;
-        self.swap(&mut other);
-        self.next_run = next;
-        self.other = Some(other);
-        Ok(Some((this.clone(), result?)))
+        let (key, name) = (format!("{}Other", this.key), format!("{} [other]", this.name));
+        let other = self.on_other(run, async |b| b.run_spread(&key, &name, this.messages, workers, None).await).await?;
+        Ok(other.map(|o| (this.clone(), o)))
     }
 
     /// The mix run `run` (the same bytes) again, by the other executable.
@@ -176,13 +187,8 @@ impl Bench {
         run: usize,
         this: &RunResult,
     ) -> anyhow::Result<Option<(RunResult, RunResult)>> {
-        let Some(mut other) = self.other.take() else { return Ok(None) };
-        let next = std::mem::replace(&mut self.next_run, run);
-        self.swap(&mut other);
-        let result = self.run_mix(this.messages, "mixOther", "mix (real-size traffic, 1 worker) [other]").await;
-        self.swap(&mut other);
-        self.next_run = next;
-        self.other = Some(other);
-        Ok(Some((this.clone(), result?.0)))
+        let name = format!("{} [other]", this.name);
+        let other = self.on_other(run, async |b| b.run_mix(this.messages, "mixOther", &name).await).await?;
+        Ok(other.map(|(o, _)| (this.clone(), o)))
     }
 }

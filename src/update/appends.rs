@@ -349,6 +349,7 @@ pub(super) async fn apply_appends(
     let inserted: std::collections::HashSet<(&str, &str)> =
         inserted.iter().map(|(p, k)| (p.as_str(), k.as_str())).collect();
 
+    let followed = replies.iter().any(|r| matches!(r, Reply::SameAs(_)));
     // Fold them into their conversations, in order.
     let mut bumps = Bumps::default();
     for (n, item) in fresh.iter().enumerate() {
@@ -359,7 +360,6 @@ pub(super) async fn apply_appends(
             let stored = find_stored(conn, item.project, key).await?.ok_or(sqlx::Error::RowNotFound)?;
             // A reply of this batch may have followed it into the conversation it was meant
             // for: run the batch again, which finds it stored.
-            let followed = replies.iter().any(|r| matches!(r, Reply::SameAs(_)));
             if !stored.is_copy_of(&item.fingerprint) || followed {
                 return Err(sqlx::Error::RowNotFound.into());
             }

@@ -438,3 +438,4 @@ use changes::{change_message, touch};
 pub use one::apply_in;
 use one::{find_stored, lock_conversation, StoredMessage};
 pub use parked::{list_parked, sweep_parked, ParkedView, SweepReport};
+use replies::newest_stored;

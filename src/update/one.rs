@@ -201,25 +201,9 @@ pub(super) async fn resolve_conversation(
 
     // A reference to an earlier message of this entry point's conversations; newest wins.
     if !thread.references.is_empty() {
-        let found: Option<Uuid> = sqlx::query_scalar(
-            "WITH refs AS (SELECT * FROM unnest($3::text[]) WITH ORDINALITY AS r(key, pos)),
-                  found AS (
-                    SELECT m.conversation_id, refs.pos FROM refs
-                      JOIN messages m ON m.project_id = $1 AND m.idempotency_key = refs.key
-                    UNION ALL
-                    SELECT m.conversation_id, refs.pos FROM refs
-                      JOIN messages m ON m.project_id = $1 AND m.external_id = refs.key)
-             SELECT found.conversation_id FROM found
-               JOIN conversation_entry_points cep
-                 ON cep.conversation_id = found.conversation_id AND cep.entry_point_id = $2
-              ORDER BY found.pos DESC LIMIT 1",
-        )
-        .bind(project)
-        .bind(entry_point_id)
-        .bind(&thread.references)
-        .fetch_optional(&mut *conn)
-        .await?;
-        if let Some(id) = found {
+        let asked = (project, entry_point_id, message.idempotency_key.as_str(), thread.references.as_slice());
+        let found = newest_stored(conn, &[asked]).await?.pop().flatten();
+        if let Some((_, id)) = found {
             lock_conversation(conn, project, id).await?;
             return Ok(id);
         }

@@ -68,9 +68,9 @@ pub(super) fn keep_replies_resolvable(requests: &[UpdateRequest], eligible: &mut
     }
 }
 
-/// For the set-based messages `(project, key, references)` of one entry point each
-/// (`entry_points`), where each goes; `None` (nothing written) when replies of the batch refer
-/// to each other in a circle, which no real thread does: the batch then goes one at a time.
+/// For the set-based messages `(project, entry point, key, references)`, where each goes; `None`
+/// (nothing written) when replies of the batch refer to each other in a circle, which no real
+/// thread does: the batch then goes one at a time.
 pub(super) async fn resolve_replies(
     conn: &mut PgConnection,
     messages: &[(&str, Uuid, &str, &[String])],
@@ -114,10 +114,10 @@ pub(super) async fn resolve_replies(
     Ok(Some(replies))
 }
 
-/// For each message, its newest reference to a message stored before (position in its
-/// references, conversation), if that conversation is linked to the message's entry point: what
-/// the one-at-a-time path's lookup finds, for a batch in one statement.
-async fn newest_stored(
+/// For each message `(project, entry point, key, references)`, its newest reference to a stored
+/// message (position in its references, conversation) whose conversation is linked to the
+/// message's entry point, in one statement: the one-at-a-time path asks it for one message.
+pub(super) async fn newest_stored(
     conn: &mut PgConnection,
     messages: &[(&str, Uuid, &str, &[String])],
 ) -> Result<Vec<Option<(usize, Uuid)>>, sqlx::Error> {
