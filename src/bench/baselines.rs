@@ -53,7 +53,7 @@ impl Bench {
         let payload_bytes = messages.iter().map(|m| m.body.len()).sum::<usize>() / n.max(1);
         let publish_secs = self.publish_backlog(messages).await?;
         self.say(format!("[{name}] consuming {n} with an ack-only consumer…"));
-        let before = CpuSnapshot::take(&self.db_name, &[]);
+        let before = CpuSnapshot::take(&self.subject.db_name, &[]);
         let (channel, mut consumer) = self.consume_backlog().await?;
         let mut first = None;
         let mut seen = 0;
@@ -74,7 +74,7 @@ impl Bench {
             }
         }
         let consume_secs = first.expect("n >= 1").elapsed().as_secs_f64();
-        let cpu = before.usage_until(&CpuSnapshot::take(&self.db_name, &[]), Consumer::InProcess);
+        let cpu = before.usage_until(&CpuSnapshot::take(&self.subject.db_name, &[]), Consumer::InProcess);
         channel.close(200, "done".into()).await?;
         // Closing requeues whatever was not acked: the queue must be empty.
         let left = self.ready().await?;
@@ -106,8 +106,8 @@ impl Bench {
         self.say(format!("[naive] consuming {n}: one transaction and one ack per message…"));
         let registry = AdapterRegistry::with_defaults();
         let adapter = registry.get(ChannelType::Webhook, "webhook").expect("webhook adapter");
-        let pool = store::connect(&self.db_url, 1).await?;
-        let before = CpuSnapshot::take(&self.db_name, &[]);
+        let pool = store::connect(&self.subject.db_url, 1).await?;
+        let before = CpuSnapshot::take(&self.subject.db_name, &[]);
         let (channel, mut consumer) = self.consume_backlog().await?;
         let mut entry_points: HashMap<String, store::ResolvedEntryPoint> = HashMap::new();
         let mut first = None;
@@ -156,12 +156,16 @@ impl Bench {
             seen += 1;
         }
         let consume_secs = first.expect("n >= 1").elapsed().as_secs_f64();
-        let cpu = before.usage_until(&CpuSnapshot::take(&self.db_name, &[]), Consumer::InProcess);
+        let cpu = before.usage_until(&CpuSnapshot::take(&self.subject.db_name, &[]), Consumer::InProcess);
         let _ = channel.close(200, "done".into()).await;
         pool.close().await;
-        self.expected_rows += n as i64;
+        self.subject.expected_rows += n as i64;
         let rows = self.rows().await?;
-        anyhow::ensure!(rows == self.expected_rows, "naive: {rows} rows, expected {}", self.expected_rows);
+        anyhow::ensure!(
+            rows == self.subject.expected_rows,
+            "naive: {rows} rows, expected {}",
+            self.subject.expected_rows
+        );
         let r = RunResult {
             key: "naive".into(),
             name: "naive (tx+ack per msg)".into(),

@@ -53,23 +53,29 @@ impl CheckResult {
 impl Bench {
     /// The runs so far (none of them a fill) stored every message once.
     pub(super) async fn final_check(&self) -> anyhow::Result<CheckResult> {
-        let (rows, distinct): (i64, i64) =
-            sqlx::query_as("SELECT count(*), count(DISTINCT (project_id, idempotency_key)) FROM messages")
-                .fetch_one(&self.pool)
-                .await?;
-        anyhow::ensure!(rows == self.expected_rows, "{rows} rows, expected {}", self.expected_rows);
-        anyhow::ensure!(distinct == rows, "{rows} rows but {distinct} distinct keys");
+        let (rows, distinct) = self.stored_once().await?;
         let behind: i64 = sqlx::query_scalar(
             "SELECT count(*) FROM conversations c
               WHERE NOT starts_with(coalesce(c.thread_key, ''), $1)
                 AND c.last_message_at IS DISTINCT FROM (SELECT max(occurred_at) FROM messages m WHERE m.conversation_id = c.id)",
         )
         .bind(THREAD_PREFIX)
-        .fetch_one(&self.pool)
+        .fetch_one(&self.subject.pool)
         .await?;
         anyhow::ensure!(behind == 0, "{behind} conversation(s) behind their newest message");
         self.queues_empty().await?;
-        Ok(CheckResult { rows, distinct, expected: self.expected_rows, big: None })
+        Ok(CheckResult { rows, distinct, expected: self.subject.expected_rows, big: None })
+    }
+
+    /// `messages` holds the rows the runs so far stored, each key once: (rows, distinct keys).
+    pub(super) async fn stored_once(&self) -> anyhow::Result<(i64, i64)> {
+        let (rows, distinct): (i64, i64) =
+            sqlx::query_as("SELECT count(*), count(DISTINCT (project_id, idempotency_key)) FROM messages")
+                .fetch_one(&self.subject.pool)
+                .await?;
+        anyhow::ensure!(rows == self.subject.expected_rows, "{rows} rows, expected {}", self.subject.expected_rows);
+        anyhow::ensure!(distinct == rows, "{rows} rows but {distinct} distinct keys");
+        Ok((rows, distinct))
     }
 
     /// The big-table run stored its `n` messages once, in conversations of its own that show
@@ -91,15 +97,15 @@ impl Bench {
         )
         .bind(entry_points)
         .bind(keys)
-        .fetch_one(&self.pool)
+        .fetch_one(&self.subject.pool)
         .await?;
         anyhow::ensure!(
             rows == n as i64 && distinct == rows,
             "[big table] {rows} rows, {distinct} distinct keys, expected {n}"
         );
         anyhow::ensure!(behind == 0, "[big table] {behind} conversation(s) behind their newest message");
-        let total: i64 = sqlx::query_scalar("SELECT count(*) FROM messages").fetch_one(&self.pool).await?;
-        let expected = self.expected_rows + self.fill_rows + n as i64;
+        let total: i64 = sqlx::query_scalar("SELECT count(*) FROM messages").fetch_one(&self.subject.pool).await?;
+        let expected = self.subject.expected_rows + self.fill_rows + n as i64;
         anyhow::ensure!(total == expected, "[big table] the table holds {total} rows, expected {expected}");
         self.queues_empty().await?;
         Ok((rows, distinct, total))

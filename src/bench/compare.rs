@@ -8,24 +8,9 @@
 use std::path::{Path, PathBuf};
 
 use serde_json::json;
-use sqlx::PgPool;
-use uuid::Uuid;
 
 use super::report::{print_header, print_row, RunResult};
-use super::{with_database, Bench};
-use crate::store;
-
-/// The intake under test: the executable whose `intake worker` children drain a backlog and
-/// the database they write to. The bench's own fields hold the current one; [`Bench::swap`]
-/// trades them with another.
-pub(super) struct Subject {
-    pub exe: PathBuf,
-    pub db_url: String,
-    pub db_name: String,
-    pub pool: PgPool,
-    pub webhook_entry_points: Vec<(Uuid, String)>,
-    pub expected_rows: i64,
-}
+use super::{bench_pool, with_database, Bench, Subject};
 
 /// The pairs of runs: (this executable, the other), in the order they ran.
 #[derive(Debug, Clone)]
@@ -38,8 +23,8 @@ pub(super) struct Comparison {
 impl Bench {
     /// Let `other` migrate a database of its own and register the same project and entry points.
     pub(super) async fn prepare_other(&mut self, other: &Path) -> anyhow::Result<Subject> {
-        let db_name = format!("{}_other", self.db_name);
-        let db_url = with_database(&self.db_url, &db_name);
+        let db_name = format!("{}_other", self.subject.db_name);
+        let db_url = with_database(&self.subject.db_url, &db_name);
         let status = tokio::process::Command::new(other)
             .arg("migrate")
             .env("DATABASE_URL", &db_url)
@@ -56,44 +41,25 @@ impl Bench {
             other.display(),
             self.worker_log_path().display()
         );
-        let pool = store::connect(&db_url, 4).await?;
         let mut subject = Subject {
             exe: other.to_owned(),
+            pool: bench_pool(&db_url).await?,
             db_url,
             db_name,
-            pool,
             webhook_entry_points: Vec::new(),
             expected_rows: 0,
         };
-        self.swap(&mut subject);
+        std::mem::swap(&mut self.subject, &mut subject);
         let registered = self.register_entry_points().await;
-        self.swap(&mut subject);
+        std::mem::swap(&mut self.subject, &mut subject);
         registered?;
         Ok(subject)
     }
 
-    /// Trade the subject under test with `other`.
-    pub(super) fn swap(&mut self, other: &mut Subject) {
-        std::mem::swap(&mut self.exe, &mut other.exe);
-        std::mem::swap(&mut self.db_url, &mut other.db_url);
-        std::mem::swap(&mut self.db_name, &mut other.db_name);
-        std::mem::swap(&mut self.pool, &mut other.pool);
-        std::mem::swap(&mut self.webhook_entry_points, &mut other.webhook_entry_points);
-        std::mem::swap(&mut self.expected_rows, &mut other.expected_rows);
-    }
-
     /// Every row the other executable's runs stored is there exactly once.
-    pub(super) async fn check_other(&self, other: &Subject) -> anyhow::Result<()> {
-        let (rows, distinct): (i64, i64) =
-            sqlx::query_as("SELECT count(*), count(DISTINCT (project_id, idempotency_key)) FROM messages")
-                .fetch_one(&other.pool)
-                .await?;
-        anyhow::ensure!(
-            rows == other.expected_rows && distinct == rows,
-            "--compare-with: {rows} rows ({distinct} distinct keys) in its database, expected {}",
-            other.expected_rows
-        );
-        Ok(())
+    pub(super) async fn check_other(&mut self) -> anyhow::Result<()> {
+        let checked = self.on_other(self.next_run, async |b| b.stored_once().await).await;
+        checked.map(|_| ()).map_err(|e| e.context("--compare-with: the other executable's database"))
     }
 }
 
@@ -161,9 +127,9 @@ impl Bench {
     ) -> anyhow::Result<Option<T>> {
         let Some(mut other) = self.other.take() else { return Ok(None) };
         let next = std::mem::replace(&mut self.next_run, run);
-        self.swap(&mut other);
+        std::mem::swap(&mut self.subject, &mut other);
         let result = f(self).await;
-        self.swap(&mut other);
+        std::mem::swap(&mut self.subject, &mut other);
         self.next_run = next;
         self.other = Some(other);
         result.map(Some)

@@ -34,15 +34,15 @@ impl Bench {
              BEGIN PERFORM pg_notify('{NOTIFY_CHANNEL}', regexp_replace(NEW.idempotency_key, '^webhook:[^:]*:', ''));
              RETURN NULL; END $$"
         ))
-        .execute(&self.pool)
+        .execute(&self.subject.pool)
         .await?;
         sqlx::query(
             "CREATE TRIGGER bench_notify AFTER INSERT ON messages FOR EACH ROW EXECUTE FUNCTION bench_notify()",
         )
-        .execute(&self.pool)
+        .execute(&self.subject.pool)
         .await?;
         let committed: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
-        let mut listener = sqlx::postgres::PgListener::connect_with(&self.pool).await?;
+        let mut listener = sqlx::postgres::PgListener::connect_with(&self.subject.pool).await?;
         listener.listen(NOTIFY_CHANNEL).await?;
         let prefix = format!("r{run}-");
         let listening = {
@@ -108,7 +108,7 @@ impl Bench {
         drop(tx);
         let bad = confirms.await?;
         anyhow::ensure!(bad == 0, "[latency] {bad} publish(es) not confirmed");
-        let target = self.expected_rows + count as i64;
+        let target = self.subject.expected_rows + count as i64;
         let wait = Instant::now();
         while committed.lock().expect("lock").len() < count {
             anyhow::ensure!(
@@ -121,9 +121,9 @@ impl Bench {
         let server_after = self.server_counters().await?;
         stop_workers(vec![child]).await?;
         listening.abort();
-        sqlx::query("DROP TRIGGER bench_notify ON messages").execute(&self.pool).await?;
-        sqlx::query("DROP FUNCTION bench_notify()").execute(&self.pool).await?;
-        self.expected_rows = target;
+        sqlx::query("DROP TRIGGER bench_notify ON messages").execute(&self.subject.pool).await?;
+        sqlx::query("DROP FUNCTION bench_notify()").execute(&self.subject.pool).await?;
+        self.subject.expected_rows = target;
         let rows = self.rows().await?;
         anyhow::ensure!(rows == target, "[latency] {rows} rows, expected {target}");
 
@@ -174,7 +174,7 @@ impl Bench {
             "SELECT checkpoints_timed + checkpoints_req, pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')::float8
                FROM pg_stat_bgwriter",
         )
-        .fetch_one(&self.pool)
+        .fetch_one(&self.subject.pool)
         .await
     }
 }

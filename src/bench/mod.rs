@@ -63,23 +63,16 @@ const DEFAULT_BATCH: usize = 100;
 
 struct Bench {
     args: BenchArgs,
-    /// The `intake` executable whose workers are under test (this one, or with
-    /// `--compare-with` the other one while its runs go).
-    exe: std::path::PathBuf,
+    /// The executable under test and its database: this one, or with `--compare-with` the
+    /// other one while its runs go.
+    subject: Subject,
     /// `--compare-with`: the other executable and its database, while this one's runs go.
-    other: Option<compare::Subject>,
+    other: Option<Subject>,
     id: String,
     topology: Topology,
-    db_url: String,
-    db_name: String,
-    pool: PgPool,
     connection: Connection,
     publisher: ConfirmedPublisher,
     channel: Channel,
-    /// The webhook entry points: (id, external channel id), in `entry_point_name` order.
-    webhook_entry_points: Vec<(Uuid, String)>,
-    /// Rows expected in `messages` from the runs (the fill not included).
-    expected_rows: i64,
     /// Rows the big-table fill stored.
     fill_rows: i64,
     next_run: usize,
@@ -112,11 +105,14 @@ pub async fn run(database_url: &str, args: BenchArgs) -> anyhow::Result<()> {
         .collect();
 
     store::connect_and_migrate(&db_url, 1).await?.close().await;
-    // The bench's own statements (the fill, VACUUM, counts over big tables) may take seconds:
-    // not worth a warning each.
-    let options =
-        store::connect_options(&db_url)?.log_slow_statements(tracing::log::LevelFilter::Off, Duration::from_secs(60));
-    let pool = sqlx::postgres::PgPoolOptions::new().max_connections(4).connect_with(options).await?;
+    let subject = Subject {
+        exe: std::env::current_exe()?,
+        pool: bench_pool(&db_url).await?,
+        db_url,
+        db_name,
+        webhook_entry_points: Vec::new(),
+        expected_rows: 0,
+    };
     let connection = crate::amqp::connect(&args.amqp_url, "intake-bench").await?;
     let publisher = ConfirmedPublisher::open(&connection).await?;
     topology.declare(publisher.channel()).await?;
@@ -124,18 +120,13 @@ pub async fn run(database_url: &str, args: BenchArgs) -> anyhow::Result<()> {
     let log = !args.json;
     let mut bench = Bench {
         args,
-        exe: std::env::current_exe()?,
+        subject,
         other: None,
         id,
         topology,
-        db_url,
-        db_name,
-        pool,
         connection,
         publisher,
         channel,
-        webhook_entry_points: Vec::new(),
-        expected_rows: 0,
         fill_rows: 0,
         next_run: 0,
         published: 0,
@@ -171,11 +162,11 @@ impl Bench {
 
     /// The project, the webhook entry points, and those of the mix's channels.
     async fn register_entry_points(&mut self) -> anyhow::Result<()> {
-        store::ensure_project(&self.pool, PROJECT).await?;
+        store::ensure_project(&self.subject.pool, PROJECT).await?;
         for ep in 0..self.args.entry_points {
             let name = entry_point_name(ep);
             let view = store::create_entry_point(
-                &self.pool,
+                &self.subject.pool,
                 PROJECT,
                 ChannelType::Webhook,
                 "webhook",
@@ -183,12 +174,12 @@ impl Bench {
                 serde_json::json!({}),
             )
             .await?;
-            self.webhook_entry_points.push((view.id, name));
+            self.subject.webhook_entry_points.push((view.id, name));
         }
         if self.args.scenarios.contains(&Scenario::Mix) {
             for (channel_type, adapter_key, external) in mix_entry_points() {
                 store::create_entry_point(
-                    &self.pool,
+                    &self.subject.pool,
                     PROJECT,
                     channel_type,
                     adapter_key,
@@ -219,7 +210,7 @@ impl Bench {
         let cores = std::thread::available_parallelism().map(|c| c.get()).unwrap_or(1);
         self.say(format!(
             "bench {}: {cores} cores, database {}, queues {}.*, {n} messages per run, {} conversations, {} entry points",
-            self.id, self.db_name, self.topology.queue_prefix, self.args.conversations, self.args.entry_points
+            self.id, self.subject.db_name, self.topology.queue_prefix, self.args.conversations, self.args.entry_points
         ));
 
         let fast = self.run_broker_only(n, Ack::Multiple).await?;
@@ -283,18 +274,16 @@ impl Bench {
             }
         }
         self.say("[disk] VACUUM (ANALYZE) and sizes…");
-        let disk = disk::measure(&self.pool).await?;
+        let disk = disk::measure(&self.subject.pool).await?;
         let mut check = self.final_check().await?;
-        if let Some(other) = &self.other {
-            self.check_other(other).await?;
-        }
+        self.check_other().await?;
         let big = match self.args.big_table {
             0 => None,
             rows => Some(self.run_big_table(rows, n, &mut check).await?),
         };
         Ok(Report {
             id: self.id.clone(),
-            database: self.db_name.clone(),
+            database: self.subject.db_name.clone(),
             cores,
             messages: n,
             slow_messages: slow,
@@ -376,7 +365,7 @@ impl Bench {
     }
 
     async fn rows(&self) -> anyhow::Result<i64> {
-        Ok(sqlx::query_scalar("SELECT count(*) FROM messages").fetch_one(&self.pool).await?)
+        Ok(sqlx::query_scalar("SELECT count(*) FROM messages").fetch_one(&self.subject.pool).await?)
     }
 
     async fn cleanup(&mut self) -> anyhow::Result<()> {
@@ -386,8 +375,8 @@ impl Bench {
         }
         let _ = channel.exchange_delete(self.topology.exchange.as_str().into(), Default::default()).await;
         let _ = self.connection.close(200, "bench done".into()).await;
-        self.pool.close().await;
-        let mut databases = vec![(self.db_name.clone(), self.db_url.clone())];
+        self.subject.pool.close().await;
+        let mut databases = vec![(self.subject.db_name.clone(), self.subject.db_url.clone())];
         if let Some(other) = self.other.take() {
             other.pool.close().await;
             databases.push((other.db_name, other.db_url));
@@ -398,7 +387,7 @@ impl Bench {
             }
             return Ok(());
         }
-        let admin = PgConnectOptions::from_str(&self.db_url)?
+        let admin = PgConnectOptions::from_str(&self.subject.db_url)?
             .database("postgres")
             .log_slow_statements(tracing::log::LevelFilter::Off, Duration::from_secs(60));
         let mut conn = admin.connect().await?;
@@ -407,6 +396,27 @@ impl Bench {
         }
         Ok(())
     }
+}
+
+/// The intake under test: the executable whose `intake worker` children drain a backlog and
+/// the database they write to.
+struct Subject {
+    exe: std::path::PathBuf,
+    db_url: String,
+    db_name: String,
+    pool: PgPool,
+    /// The webhook entry points: (id, external channel id), in `entry_point_name` order.
+    webhook_entry_points: Vec<(Uuid, String)>,
+    /// Rows expected in `messages` from the runs (the fill not included).
+    expected_rows: i64,
+}
+
+/// The bench's own pool on a subject's database. Its statements (the fill, VACUUM, counts over
+/// big tables) may take seconds: not worth a warning each.
+async fn bench_pool(db_url: &str) -> anyhow::Result<PgPool> {
+    let options =
+        store::connect_options(db_url)?.log_slow_statements(tracing::log::LevelFilter::Off, Duration::from_secs(60));
+    Ok(sqlx::postgres::PgPoolOptions::new().max_connections(4).connect_with(options).await?)
 }
 
 /// Replace the database of a PostgreSQL URL.

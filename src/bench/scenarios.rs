@@ -39,7 +39,9 @@ impl Bench {
         check: &mut CheckResult,
     ) -> anyhow::Result<(RunResult, FillResult)> {
         self.say(format!("[big table] filling {} messages…", thousands(rows as f64)));
-        let filled = fill::fill(&self.pool, PROJECT, &self.webhook_entry_points, rows as i64, |line| self.say(line));
+        let filled = fill::fill(&self.subject.pool, PROJECT, &self.subject.webhook_entry_points, rows as i64, |line| {
+            self.say(line)
+        });
         let filled = filled.await?;
         self.fill_rows = filled.rows;
         self.say(filled.describe());
@@ -47,11 +49,16 @@ impl Bench {
         let conversations = n.min(self.args.conversations);
         let scope = RowScope::Run {
             entry_points: (0..conversations)
-                .map(|c| self.webhook_entry_points[c % self.webhook_entry_points.len()].0)
+                .map(|c| self.subject.webhook_entry_points[c % self.subject.webhook_entry_points.len()].0)
                 .collect(),
             keys: (0..conversations).map(|c| webhook_conversation_key(run, c)).collect(),
         };
-        debug_assert!(self.webhook_entry_points.iter().enumerate().all(|(i, (_, name))| *name == entry_point_name(i)));
+        debug_assert!(self
+            .subject
+            .webhook_entry_points
+            .iter()
+            .enumerate()
+            .all(|(i, (_, name))| *name == entry_point_name(i)));
         let name = format!("big table (+{} rows, 1 worker)", thousands(rows as f64));
         let r = self.drain("bigTable", &name, messages, 1, None, &scope).await?;
         check.big = Some(self.check_big_run(&scope, n).await?);

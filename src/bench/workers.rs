@@ -24,7 +24,7 @@ const STALL: Duration = Duration::from_secs(30);
 
 impl Bench {
     pub(super) fn spawn_worker(&self, batch_size: Option<usize>) -> anyhow::Result<Child> {
-        let mut cmd = Command::new(&self.exe);
+        let mut cmd = Command::new(&self.subject.exe);
         cmd.arg("worker");
         for var in [
             "INTAKE_PREFETCH",
@@ -40,7 +40,7 @@ impl Bench {
         ] {
             cmd.env_remove(var);
         }
-        cmd.env("DATABASE_URL", &self.db_url)
+        cmd.env("DATABASE_URL", &self.subject.db_url)
             .env("AMQP_URL", &self.args.amqp_url)
             .env("INTAKE_EXCHANGE", &self.topology.exchange)
             .env("INTAKE_QUEUE_PREFIX", &self.topology.queue_prefix)
@@ -88,10 +88,10 @@ impl Bench {
         let publish_secs = self.publish_backlog(messages).await?;
         self.say(format!("[{name}] draining {n} with {workers} `intake worker` process(es)…"));
         let target = match scope {
-            RowScope::Table => self.expected_rows + n as i64,
+            RowScope::Table => self.subject.expected_rows + n as i64,
             RowScope::Run { .. } => n as i64,
         };
-        let before = CpuSnapshot::take(&self.db_name, &[]);
+        let before = CpuSnapshot::take(&self.subject.db_name, &[]);
         let mut children = Vec::new();
         for _ in 0..workers {
             children.push(self.spawn_worker(batch_size)?);
@@ -132,12 +132,12 @@ impl Bench {
             tokio::time::sleep(Duration::from_millis(if ready == 0 { 5 } else { 25 })).await;
         };
         let consume_secs = done.duration_since(first).as_secs_f64();
-        let cpu = before.usage_until(&CpuSnapshot::take(&self.db_name, &pids), Consumer::Children);
+        let cpu = before.usage_until(&CpuSnapshot::take(&self.subject.db_name, &pids), Consumer::Children);
         stop_workers(children).await?;
         let rows = self.count_rows(scope).await?;
         anyhow::ensure!(rows == target, "[{name}] {rows} rows, expected {target}");
         if let RowScope::Table = scope {
-            self.expected_rows = target;
+            self.subject.expected_rows = target;
         }
         self.no_dead_letters(name).await?;
         let r = RunResult {
@@ -181,7 +181,7 @@ impl Bench {
             )
             .bind(entry_points)
             .bind(keys)
-            .fetch_one(&self.pool)
+            .fetch_one(&self.subject.pool)
             .await?),
         }
     }
