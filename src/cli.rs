@@ -122,7 +122,7 @@ pub struct WorkerArgs {
     pub amqp: AmqpArgs,
 
     /// Unacked deliveries RabbitMQ may push to each consumer (at least the batch size).
-    #[arg(long, env = "INTAKE_PREFETCH", default_value_t = 200)]
+    #[arg(long, env = "INTAKE_PREFETCH", default_value_t = crate::amqp::worker::DEFAULT_PREFETCH)]
     pub prefetch: u16,
 
     /// Deliveries applied in one database transaction.

@@ -14,13 +14,13 @@ pub const LONG_ABOUT: &str = "Measure intake against the local RabbitMQ and Post
         database (`intake_bench_<id>` on the DATABASE_URL server, dropped at the end unless --keep).\n\n\
         Runs, in this order:\n\
         - broker-only (ack multiple): the fast baseline: a consumer that only acks, as intake does: prefetch \
-        200, one basic.ack with `multiple` per 100 deliveries (and one for the tail). The broker's limit for \
+        400, one basic.ack with `multiple` per 100 deliveries (and one for the tail). The broker's limit for \
         a consumer like intake; every ratio is against it.\n\
         - broker-only (ack each): the same with one ack per delivery (slower).\n\
         - naive: one consumer, one transaction (update::apply) and one ack per \
-        message, prefetch 200 (--slow-messages of them).\n\
+        message, prefetch 400 (--slow-messages of them).\n\
         - intake, 1 and 2 workers: the real `intake worker` (this binary) as child processes with \
-        default settings (prefetch 200, batch 100, wait 5ms).\n\
+        default settings (prefetch 400, batch 100, wait 5ms).\n\
         - latency: a paced run at --latency-load x the 1-worker rate for --latency-secs, \
         one default worker.\n\
         - mix (--scenarios): --mix-messages of real-size traffic through one default worker: 30% \

@@ -58,7 +58,7 @@ use report::{Report, RunResult};
 const PROJECT: &str = "bench";
 /// Worker defaults (see `intake worker --help`); the naive and broker-only consumers use the
 /// same prefetch, and the fast baseline acks once per batch.
-const DEFAULT_PREFETCH: u16 = 200;
+const DEFAULT_PREFETCH: u16 = crate::amqp::worker::DEFAULT_PREFETCH;
 const DEFAULT_BATCH: usize = 100;
 
 struct Bench {

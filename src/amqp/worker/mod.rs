@@ -51,6 +51,10 @@ use settle::settle_batch;
 /// cover them (`prefetch / batch_size`, at least one).
 const MAX_BATCHES_IN_FLIGHT: usize = 2;
 
+/// Unacked deliveries per consumer by default: room for the batch being filled beside the
+/// batches being applied, so the broker keeps delivering while the database works.
+pub const DEFAULT_PREFETCH: u16 = 400;
+
 /// Tuning of the consumer.
 #[derive(Debug, Clone)]
 pub struct WorkerSettings {
@@ -81,7 +85,7 @@ impl WorkerSettings {
     pub fn new(topology: Topology) -> Self {
         WorkerSettings {
             topology,
-            prefetch: 200,
+            prefetch: DEFAULT_PREFETCH,
             batch_size: 100,
             batch_wait: Duration::from_millis(5),
             max_message_bytes: 25 * 1024 * 1024,
@@ -305,6 +309,7 @@ async fn consume_queue(
         QueueKind::Inbound => (usize::from(settings.prefetch) / settings.batch_size).clamp(1, MAX_BATCHES_IN_FLIGHT),
         QueueKind::OutboundEmail => 1,
     };
+    let publisher = Arc::new(publisher);
     let mut in_flight = futures_util::stream::FuturesOrdered::new();
     let mut pending: Vec<Delivery> = Vec::with_capacity(settings.batch_size);
     let mut deadline: Option<tokio::time::Instant> = None;
@@ -314,7 +319,7 @@ async fn consume_queue(
         if room && !pending.is_empty() && (pending.len() >= settings.batch_size || stopping) {
             let batch = std::mem::replace(&mut pending, Vec::with_capacity(settings.batch_size));
             deadline = None;
-            in_flight.push_back(run_batch(&shared, &queue, kind, &publisher, batch));
+            in_flight.push_back(spawn_batch(&shared, &queue, kind, &publisher, batch));
             continue;
         }
         if stopping && in_flight.is_empty() {
@@ -338,7 +343,7 @@ async fn consume_queue(
             _ = tokio::time::sleep_until(wait_until), if deadline.is_some() && room => {
                 let batch = std::mem::replace(&mut pending, Vec::with_capacity(settings.batch_size));
                 deadline = None;
-                in_flight.push_back(run_batch(&shared, &queue, kind, &publisher, batch));
+                in_flight.push_back(spawn_batch(&shared, &queue, kind, &publisher, batch));
             }
             next = consumer.next(), if !stopping && pending.len() < settings.batch_size => {
                 match next {
@@ -352,13 +357,32 @@ async fn consume_queue(
         }
     }
     // Graceful stop: no new deliveries; prefetched ones are requeued when the channel closes.
-    // Both channels are closed here, before the session closes the connection.
+    // Both channels are closed here, before the session closes the connection. Batches left
+    // after a failed one are aborted unacked.
+    drop(in_flight);
     let _ = channel.basic_cancel(consumer_tag, BasicCancelOptions::default()).await;
     drop(consumer);
     super::close_channel(&channel).await;
     super::close_channel(publisher.channel()).await;
     tracing::info!(%queue, "consumer stopped");
     Ok(())
+}
+
+/// [`run_batch`] as a task of its own: a batch's planning (decoding, CPU only) runs on another
+/// thread than the statements of the batch before it, which would otherwise wait for it to be
+/// polled. Aborted when dropped.
+fn spawn_batch(
+    shared: &Arc<Shared>,
+    queue: &str,
+    kind: QueueKind,
+    publisher: &Arc<ConfirmedPublisher>,
+    batch: Vec<Delivery>,
+) -> impl std::future::Future<Output = anyhow::Result<(bool, u64)>> {
+    let (shared, queue, publisher) = (shared.clone(), queue.to_owned(), publisher.clone());
+    let task = tokio_util::task::AbortOnDropHandle::new(tokio::spawn(
+        async move { run_batch(&shared, &queue, kind, &publisher, batch).await }.in_current_span(),
+    ));
+    async move { task.await.map_err(|e| anyhow::anyhow!("a batch's task failed: {e}"))? }
 }
 
 /// Apply one batch (without acking it); `(false, _)` means shutdown came while the work could
