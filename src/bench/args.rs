@@ -35,7 +35,8 @@ pub const LONG_ABOUT: &str = "Measure intake against the local RabbitMQ and Post
         ~600 B bodies; VACUUM ANALYZE and CHECKPOINT after), then N webhooks through one default worker; \
         compared with the 1-worker run on the small table. Off by default; the fill takes ~1.4 KB of disk \
         per message (10000000: ~13 GB, several minutes, progress printed).\n\
-        - sweeps (--sweep): worker processes (--workers) and batch sizes (--batch-sizes).\n\n\
+        - sweeps (--sweep): worker processes (--workers) and batch sizes (--batch-sizes; each with the \
+        defaults' prefetch per batch, 4x the batch size).\n\n\
         Throughput: the messages are published first; the clock runs from the first delivery (the ready \
         count first drops) to the moment all rows are visible in PostgreSQL (the last ack for broker-only), \
         so publish and consume are measured apart and runs are comparable.\n\n\

@@ -51,10 +51,10 @@ impl Bench {
             .stderr(self.worker_log()?)
             .kill_on_drop(true);
         if let Some(b) = batch_size {
+            // The defaults' prefetch per batch (room for the batch arriving beside those applied).
+            let prefetch = b * usize::from(DEFAULT_PREFETCH) / DEFAULT_BATCH;
             cmd.env("INTAKE_BATCH_SIZE", b.to_string());
-            if b > usize::from(DEFAULT_PREFETCH) {
-                cmd.env("INTAKE_PREFETCH", b.min(u16::MAX as usize).to_string());
-            }
+            cmd.env("INTAKE_PREFETCH", prefetch.clamp(b, u16::MAX as usize).to_string());
         }
         Ok(cmd.spawn()?)
     }
