@@ -126,7 +126,7 @@ pub struct WorkerArgs {
     pub prefetch: u16,
 
     /// Deliveries applied in one database transaction.
-    #[arg(long, env = "INTAKE_BATCH_SIZE", default_value_t = 100)]
+    #[arg(long, env = "INTAKE_BATCH_SIZE", default_value_t = crate::amqp::worker::DEFAULT_BATCH_SIZE)]
     pub batch_size: usize,
 
     /// How long a batch waits to fill after its first delivery.

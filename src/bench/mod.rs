@@ -59,7 +59,7 @@ const PROJECT: &str = "bench";
 /// Worker defaults (see `intake worker --help`); the naive and broker-only consumers use the
 /// same prefetch, and the fast baseline acks once per batch.
 const DEFAULT_PREFETCH: u16 = crate::amqp::worker::DEFAULT_PREFETCH;
-const DEFAULT_BATCH: usize = 100;
+const DEFAULT_BATCH: usize = crate::amqp::worker::DEFAULT_BATCH_SIZE;
 
 struct Bench {
     args: BenchArgs,

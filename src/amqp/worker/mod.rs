@@ -55,6 +55,9 @@ const MAX_BATCHES_IN_FLIGHT: usize = 2;
 /// batches being applied, so the broker keeps delivering while the database works.
 pub const DEFAULT_PREFETCH: u16 = 400;
 
+/// Deliveries applied in one database transaction by default.
+pub const DEFAULT_BATCH_SIZE: usize = 100;
+
 /// Tuning of the consumer.
 #[derive(Debug, Clone)]
 pub struct WorkerSettings {
@@ -86,7 +89,7 @@ impl WorkerSettings {
         WorkerSettings {
             topology,
             prefetch: DEFAULT_PREFETCH,
-            batch_size: 100,
+            batch_size: DEFAULT_BATCH_SIZE,
             batch_wait: Duration::from_millis(5),
             max_message_bytes: 25 * 1024 * 1024,
             channel_types: ChannelType::ALL.to_vec(),
