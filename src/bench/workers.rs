@@ -54,7 +54,8 @@ impl Bench {
             // The defaults' prefetch per batch (room for the batch arriving beside those applied).
             let prefetch = b * usize::from(DEFAULT_PREFETCH) / DEFAULT_BATCH;
             cmd.env("INTAKE_BATCH_SIZE", b.to_string());
-            cmd.env("INTAKE_PREFETCH", prefetch.clamp(b, u16::MAX as usize).to_string());
+            // Over u16::MAX the worker refuses the batch size (prefetch below it) with a clear error.
+            cmd.env("INTAKE_PREFETCH", prefetch.max(b).min(u16::MAX as usize).to_string());
         }
         Ok(cmd.spawn()?)
     }

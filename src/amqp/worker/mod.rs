@@ -51,8 +51,8 @@ use settle::settle_batch;
 /// cover them (`prefetch / batch_size`, at least one).
 const MAX_BATCHES_IN_FLIGHT: usize = 2;
 
-/// Unacked deliveries per consumer by default: room for the batch being filled beside the
-/// batches being applied, so the broker keeps delivering while the database works.
+/// Unacked deliveries per inbound consumer by default: four batches, two being applied and two
+/// arriving meanwhile, so the broker keeps delivering while the database works.
 pub const DEFAULT_PREFETCH: u16 = 400;
 
 /// Deliveries applied in one database transaction by default.
@@ -300,7 +300,13 @@ async fn consume_queue(
     publisher: ConfirmedPublisher,
 ) -> anyhow::Result<()> {
     let settings = &shared.settings;
-    channel.basic_qos(settings.prefetch, BasicQosOptions::default()).await?;
+    // The outbound queue sends one batch at a time: a worker holds no more mail than that, so
+    // the other workers take the rest and no held job ages towards the consumer timeout.
+    let prefetch = match kind {
+        QueueKind::Inbound => settings.prefetch,
+        QueueKind::OutboundEmail => settings.prefetch.min(u16::try_from(settings.batch_size).unwrap_or(u16::MAX)),
+    };
+    channel.basic_qos(prefetch, BasicQosOptions::default()).await?;
     let mut consumer = channel
         .basic_consume(queue.as_str().into(), "".into(), BasicConsumeOptions::default(), FieldTable::default())
         .await?;
