@@ -475,13 +475,10 @@ async fn a_read_only_database_delays_but_dead_letters_nothing() {
     tokio::time::sleep(std::time::Duration::from_secs(2)).await;
     assert!(broker.dead_letters().await.is_empty(), "a read-only database is not the message's fault");
     assert_eq!(count(&db.pool, "SELECT count(*) FROM messages").await, 0);
-    // Writable again; the worker's connections are replaced as after a real failover.
-    // A pool connection opened meanwhile is read-only itself: this session is made writable.
-    sqlx::raw_sql(&format!("SET default_transaction_read_only = off; {}", set_read_only(false)))
-        .execute(&db.pool)
-        .await
-        .unwrap();
+    // Writable again; the worker's connections are replaced as after a real failover. Said
+    // from another database: a connection to this one opened meanwhile is read-only itself.
     let admin = PgPool::connect(&format!("{ADMIN_URL}/postgres")).await.unwrap();
+    sqlx::raw_sql(&set_read_only(false)).execute(&admin).await.unwrap();
     sqlx::query(
         "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()",
     )
