@@ -300,24 +300,22 @@ async fn consume_queue(
     publisher: ConfirmedPublisher,
 ) -> anyhow::Result<()> {
     let settings = &shared.settings;
-    // The outbound queue sends one batch at a time: a worker holds no more mail than that, so
-    // the other workers take the rest and no held job ages towards the consumer timeout.
-    let prefetch = match kind {
-        QueueKind::Inbound => settings.prefetch,
-        QueueKind::OutboundEmail => settings.prefetch.min(u16::try_from(settings.batch_size).unwrap_or(u16::MAX)),
+    // Up to `max_in_flight` batches are applied at once (each in its own transaction), so the
+    // next batch is planned and applied while the previous one commits; acks still go out in
+    // delivery order. The outbound queue sends one batch at a time, and a worker holds no more
+    // mail than that: the other workers take the rest, and no held job ages towards the
+    // consumer timeout.
+    let (prefetch, max_in_flight) = match kind {
+        QueueKind::Inbound => {
+            (settings.prefetch, (usize::from(settings.prefetch) / settings.batch_size).clamp(1, MAX_BATCHES_IN_FLIGHT))
+        }
+        QueueKind::OutboundEmail => (settings.prefetch.min(u16::try_from(settings.batch_size).unwrap_or(u16::MAX)), 1),
     };
     channel.basic_qos(prefetch, BasicQosOptions::default()).await?;
     let mut consumer = channel
         .basic_consume(queue.as_str().into(), "".into(), BasicConsumeOptions::default(), FieldTable::default())
         .await?;
     let consumer_tag = consumer.tag();
-    // Up to `max_in_flight` batches are applied at once (each in its own transaction), so the
-    // next batch is planned and applied while the previous one commits; acks still go out in
-    // delivery order. The outbound queue sends one batch at a time.
-    let max_in_flight = match kind {
-        QueueKind::Inbound => (usize::from(settings.prefetch) / settings.batch_size).clamp(1, MAX_BATCHES_IN_FLIGHT),
-        QueueKind::OutboundEmail => 1,
-    };
     let publisher = Arc::new(publisher);
     let mut in_flight = futures_util::stream::FuturesOrdered::new();
     let mut pending: Vec<Delivery> = Vec::with_capacity(settings.batch_size);
