@@ -19,11 +19,12 @@ async fn a_small_bench_with_a_comparison_reports_every_run_and_cleans_up() {
     assert!(out.status.success(), "intake bench failed: {stderr}");
     let report: Value = serde_json::from_slice(&out.stdout).expect("one JSON document");
 
-    for run in ["fastBaseline", "ackEachBaseline", "naive", "intake", "intake2Workers", "mix"] {
+    for run in ["fastBaseline", "ackEachBaseline", "storeOnlyBaseline", "naive", "intake", "intake2Workers", "mix"] {
         let r = &report["runs"][run];
         assert!(r["rate"].as_f64().is_some_and(|v| v > 0.0), "{run}: {r}");
         assert!(r["cpuStealShare"].as_f64().is_some_and(|v| (0.0..=1.0).contains(&v)), "{run}: {r}");
     }
+    assert_eq!(report["runs"]["storeOnlyBaseline"]["applied"], 300, "the store-only baseline stores each message once");
     assert_eq!(report["check"]["exactlyOnce"], true);
     assert_eq!(report["check"]["rows"], report["check"]["rowsExpected"]);
 

@@ -17,6 +17,10 @@ pub const LONG_ABOUT: &str = "Measure intake against the local RabbitMQ and Post
         400, one basic.ack with `multiple` per 100 deliveries (and one for the tail). The broker's limit for \
         a consumer like intake; every ratio is against it.\n\
         - broker-only (ack each): the same with one ack per delivery (slower).\n\
+        - store-only: the broker and PostgreSQL without intake's logic: the same consumer, and per \
+        batch of 100 one INSERT .. ON CONFLICT DO NOTHING of the payloads (keyed by their id) into a table \
+        with the three indexes of `messages`, committed before the batch's ack, two batches in flight. \
+        The ceiling for any consumer that stores each message durably; dropped after its run.\n\
         - naive: one consumer, one transaction (update::apply) and one ack per \
         message, prefetch 400 (--slow-messages of them).\n\
         - intake, 1 and 2 workers: the real `intake worker` (this binary) as child processes with \

@@ -184,7 +184,10 @@ impl Bench {
 }
 
 /// The next delivery of an in-process baseline consumer; a run that stalls fails after 60 s.
-async fn next_delivery(consumer: &mut lapin::Consumer, run: &str) -> anyhow::Result<lapin::message::Delivery> {
+pub(super) async fn next_delivery(
+    consumer: &mut lapin::Consumer,
+    run: &str,
+) -> anyhow::Result<lapin::message::Delivery> {
     tokio::time::timeout(Duration::from_secs(60), consumer.next())
         .await
         .map_err(|_| anyhow::anyhow!("{run}: no delivery for 60 s"))?

@@ -9,15 +9,17 @@
 //!    (confirmed), then drained by a consumer that only acks, prefetch as the worker's: with
 //!    `multiple` once per batch as intake acks (the fast baseline, the broker's limit for a
 //!    consumer like intake), and each delivery on its own;
-//! 2. **naive** ([`baselines`]): one transaction through [`crate::update::apply`] and one ack
+//! 2. **store only** ([`store_only`]): the broker and PostgreSQL without intake's logic: one
+//!    INSERT per batch into a table shaped like the core of `messages`, commit, ack;
+//! 3. **naive** ([`baselines`]): one transaction through [`crate::update::apply`] and one ack
 //!    per message;
-//! 3. **intake** ([`workers`]): the real `intake worker` binary (this executable) with default
+//! 4. **intake** ([`workers`]): the real `intake worker` binary (this executable) with default
 //!    settings as child processes, 1 and 2 of them; sweeps over worker counts and batch sizes
 //!    with `--sweep`;
-//! 4. **latency** ([`latency`]): a paced run at a share of the measured rate, publish → commit;
-//! 5. **scenarios** ([`scenarios`]): real-size traffic of every channel ([`payloads`]), one hot
+//! 5. **latency** ([`latency`]): a paced run at a share of the measured rate, publish → commit;
+//! 6. **scenarios** ([`scenarios`]): real-size traffic of every channel ([`payloads`]), one hot
 //!    conversation, and with `--big-table N` a table already holding N messages ([`fill`]);
-//! 6. **disk** ([`disk`]) and the exactly-once **check** ([`check`]).
+//! 7. **disk** ([`disk`]) and the exactly-once **check** ([`check`]).
 //!
 //! Throughput runs drain a pre-published backlog, timed from the first delivery until all rows
 //! are visible (the last ack for broker-only); CPU comes from `/proc/<pid>/stat` ([`cpu`]).
@@ -33,6 +35,7 @@ mod latency;
 mod payloads;
 mod report;
 mod scenarios;
+mod store_only;
 mod workers;
 
 use std::str::FromStr;
@@ -215,6 +218,7 @@ impl Bench {
 
         let fast = self.run_broker_only(n, Ack::Multiple).await?;
         let ack_each = self.run_broker_only(n, Ack::Each).await?;
+        let store_only = self.run_store_only(n).await?;
         // The in-process naive consumer logs like a worker with RUST_LOG=warn (as the child
         // workers do), not one line per new conversation.
         let quiet = tracing_subscriber::fmt()
@@ -292,6 +296,7 @@ impl Bench {
             entry_points: self.args.entry_points,
             fast,
             ack_each,
+            store_only,
             naive,
             intake,
             intake2,

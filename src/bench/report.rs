@@ -88,6 +88,7 @@ pub(super) struct Report {
     pub entry_points: usize,
     pub fast: RunResult,
     pub ack_each: RunResult,
+    pub store_only: RunResult,
     pub naive: RunResult,
     pub intake: RunResult,
     pub intake2: RunResult,
@@ -169,6 +170,8 @@ impl Report {
         json!({
             "intakeOverFastBaseline": intake / self.fast.rate(),
             "intakeOverAckEachBaseline": intake / self.ack_each.rate(),
+            "intakeOverStoreOnlyBaseline": intake / self.store_only.rate(),
+            "storeOnlyOverFastBaseline": self.store_only.rate() / self.fast.rate(),
             "intakeOverNaive": intake / self.naive.rate(),
             "intake2WorkersOverFastBaseline": self.intake2.rate() / self.fast.rate(),
             "mixOverFastBaseline": self.mix.as_ref().map(|(r, _)| r.rate() / self.fast.rate()),
@@ -182,7 +185,7 @@ impl Report {
     pub fn json(&self) -> serde_json::Value {
         let fast = self.fast.rate();
         let mut runs = serde_json::Map::new();
-        let main = [&self.fast, &self.ack_each, &self.naive, &self.intake, &self.intake2];
+        let main = [&self.fast, &self.ack_each, &self.store_only, &self.naive, &self.intake, &self.intake2];
         let scenarios = [self.mix.as_ref().map(|(r, _)| r), self.hot.as_ref(), self.big.as_ref().map(|(r, _)| r)];
         for r in main.into_iter().chain(scenarios.into_iter().flatten()) {
             runs.insert(r.key.clone(), r.json(fast));
@@ -232,7 +235,7 @@ impl Report {
         );
         println!();
         print_header();
-        let main = [&self.fast, &self.ack_each, &self.naive, &self.intake, &self.intake2];
+        let main = [&self.fast, &self.ack_each, &self.store_only, &self.naive, &self.intake, &self.intake2];
         let scenarios = [self.mix.as_ref().map(|(r, _)| r), self.hot.as_ref(), self.big.as_ref().map(|(r, _)| r)];
         for r in main.into_iter().chain(scenarios.into_iter().flatten()) {
             print_row(r, fast);
@@ -241,9 +244,10 @@ impl Report {
         println!();
         let intake = self.intake.rate();
         println!(
-            "intake (1 worker) / fast baseline = {:.2}   intake / ack-each baseline = {:.2}   intake / naive = {:.1}",
+            "intake (1 worker) / fast baseline = {:.2}   intake / ack-each baseline = {:.2}   intake / store-only = {:.2}   intake / naive = {:.1}",
             intake / fast,
             intake / self.ack_each.rate(),
+            intake / self.store_only.rate(),
             intake / self.naive.rate()
         );
         if let Some(compared) = &self.compared {
