@@ -8,7 +8,10 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use uuid::Uuid;
 
-use super::{check_project_id, parse_limit, parse_query, ApiError, AppState, Project};
+use super::auth::Project;
+use super::error::ApiError;
+use super::request::{check_project_id, parse_limit, parse_query};
+use super::AppState;
 use crate::read::{self, ConversationFilter};
 
 #[derive(Debug, Default, Deserialize, utoipa::IntoParams)]

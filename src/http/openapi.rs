@@ -7,8 +7,10 @@
 use utoipa::OpenApi;
 
 use super::conversation_list::ListQuery;
+use super::conversations::{CreateConversationBody, MessagePageQuery};
+use super::entry_points::{CreateEntryPointBody, PatchEntryPointBody};
+use super::patch_body::PatchConversationBody;
 use super::typed_bodies::{MetadataBody, StatusBody, TextBody};
-use super::*;
 use crate::read::ConversationList;
 use crate::store::{ConversationBundle, EntryPointView, MessageView};
 

@@ -6,7 +6,9 @@ use intake_adapters::{Direction, NormalizedMessage, Sender, UpdateAction};
 use serde::Deserialize;
 use uuid::Uuid;
 
-use super::{check_project_id, double_option, from_json, ApiError};
+use super::error::ApiError;
+use super::patch_body::double_option;
+use super::request::{check_project_id, from_json};
 use crate::update::{
     AttributeChanges, ConversationStatus, MessageExtras, MessageType, Priority, Target, UpdateRequest,
 };
