@@ -38,6 +38,51 @@ use serde_json::{Map, Value};
 
 use crate::{AdapterError, ChannelAdapter};
 
+/// A chat provider's adapter type: `$name` holding its `$config`, with `new` and `config`, and
+/// the [`ChannelAdapter`] impl (channel type `chat`, the module's `ADAPTER_KEY`) that hands each
+/// delivery to the module's pure `decode` and, with `refine`, the entry point to its `refine`.
+/// Written once here so the four providers differ only in what they decode.
+macro_rules! chat_adapter {
+    ($(#[$meta:meta])* $name:ident($config:ty) $(, $refine:ident)?) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Default)]
+        pub struct $name {
+            config: $config,
+        }
+
+        impl $name {
+            pub fn new(config: $config) -> Self {
+                Self { config }
+            }
+
+            pub fn config(&self) -> &$config {
+                &self.config
+            }
+        }
+
+        #[async_trait::async_trait]
+        impl $crate::ChannelAdapter for $name {
+            fn channel_type(&self) -> $crate::ChannelType {
+                $crate::ChannelType::Chat
+            }
+            fn adapter_key(&self) -> &str {
+                ADAPTER_KEY
+            }
+            async fn decode(
+                &self,
+                delivery: &$crate::Delivery<'_>,
+            ) -> Result<Vec<$crate::NormalizedUpdate>, $crate::AdapterError> {
+                decode(delivery.body, delivery, &self.config)
+            }
+            $(
+                fn $refine(&self, update: &mut $crate::NormalizedUpdate, entry_point: &$crate::EntryPointInfo<'_>) {
+                    $refine(update, entry_point)
+                }
+            )?
+        }
+    };
+}
+
 pub mod slack;
 pub mod telegram;
 pub mod twilio;

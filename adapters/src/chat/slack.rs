@@ -13,7 +13,7 @@
 //!
 //! Messages with a `bot_id`, of subtype `bot_message`, from the app's own bot user (the
 //! `authorizations[]` entry with `is_bot: true`), from [`SlackConfig::bot_user_id`], or — in
-//! [`ChannelAdapter::refine`] — from a user named by the entry point's `metadata["botUserId"]` (a
+//! [`crate::ChannelAdapter::refine`] — from a user named by the entry point's `metadata["botUserId"]` (a
 //! string or an array of strings) are [`Direction::Outbound`]: never customer messages.
 //!
 //! Everything else decodes to no updates: `url_verification` (answered by the gateway),
@@ -23,15 +23,14 @@
 //! subtypes. The idempotency key is `slack:{channel}:{ts}`; the channel id is the
 //! `external_channel_id`, with the delivery envelope's entry point as fallback.
 
-use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use super::{check_size, clip, metadata_strings, non_empty, parse_json};
 use crate::{
-    AdapterError, Attachment, ChannelAdapter, ChannelType, Delivery, Direction, EntryPointInfo, NormalizedMessage,
-    NormalizedUpdate, Sender, ThreadRef, UpdateAction,
+    AdapterError, Attachment, Delivery, Direction, EntryPointInfo, NormalizedMessage, NormalizedUpdate, Sender,
+    ThreadRef, UpdateAction,
 };
 
 /// The adapter key (second word of the routing key `chat.slack`).
@@ -49,37 +48,10 @@ pub struct SlackConfig {
     pub bot_user_id: Option<String>,
 }
 
-/// The Slack Events API adapter.
-#[derive(Debug, Clone, Default)]
-pub struct SlackAdapter {
-    config: SlackConfig,
-}
-
-impl SlackAdapter {
-    pub fn new(config: SlackConfig) -> Self {
-        Self { config }
-    }
-
-    pub fn config(&self) -> &SlackConfig {
-        &self.config
-    }
-}
-
-#[async_trait]
-impl ChannelAdapter for SlackAdapter {
-    fn channel_type(&self) -> ChannelType {
-        ChannelType::Chat
-    }
-    fn adapter_key(&self) -> &str {
-        ADAPTER_KEY
-    }
-    async fn decode(&self, delivery: &Delivery<'_>) -> Result<Vec<NormalizedUpdate>, AdapterError> {
-        decode(delivery.body, delivery, &self.config)
-    }
-    fn refine(&self, update: &mut NormalizedUpdate, entry_point: &EntryPointInfo<'_>) {
-        refine(update, entry_point)
-    }
-}
+chat_adapter!(
+    /// The Slack Events API adapter.
+    SlackAdapter(SlackConfig), refine
+);
 
 /// Mark a message from one of the entry point's bot users (`metadata["botUserId"]`, a string or
 /// an array of strings) as outbound. Edits, deletions and statuses are left alone.

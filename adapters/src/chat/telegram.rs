@@ -21,14 +21,13 @@
 //! outbound. Telegram never delivers a bot's own messages to its webhook, so this matters for
 //! publishers that also publish what the bot sent (the `Message` that `sendMessage` returns).
 
-use async_trait::async_trait;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use super::{check_size, metadata_strings, non_empty, parse_json, unix_time};
 use crate::{
-    AdapterError, Attachment, ChannelAdapter, ChannelType, Delivery, Direction, EntryPointInfo, NormalizedMessage,
-    NormalizedUpdate, Sender, ThreadRef, UpdateAction,
+    AdapterError, Attachment, Delivery, Direction, EntryPointInfo, NormalizedMessage, NormalizedUpdate, Sender,
+    ThreadRef, UpdateAction,
 };
 
 /// The adapter key (second word of the routing key `chat.telegram`).
@@ -46,37 +45,10 @@ pub struct TelegramConfig {
     pub bot_user_id: Option<i64>,
 }
 
-/// The Telegram Bot API adapter.
-#[derive(Debug, Clone, Default)]
-pub struct TelegramAdapter {
-    config: TelegramConfig,
-}
-
-impl TelegramAdapter {
-    pub fn new(config: TelegramConfig) -> Self {
-        Self { config }
-    }
-
-    pub fn config(&self) -> &TelegramConfig {
-        &self.config
-    }
-}
-
-#[async_trait]
-impl ChannelAdapter for TelegramAdapter {
-    fn channel_type(&self) -> ChannelType {
-        ChannelType::Chat
-    }
-    fn adapter_key(&self) -> &str {
-        ADAPTER_KEY
-    }
-    async fn decode(&self, delivery: &Delivery<'_>) -> Result<Vec<NormalizedUpdate>, AdapterError> {
-        decode(delivery.body, delivery, &self.config)
-    }
-    fn refine(&self, update: &mut NormalizedUpdate, entry_point: &EntryPointInfo<'_>) {
-        refine(update, entry_point)
-    }
-}
+chat_adapter!(
+    /// The Telegram Bot API adapter.
+    TelegramAdapter(TelegramConfig), refine
+);
 
 /// Mark a message from the entry point's own bot as outbound: `metadata["botId"]` (a number or a
 /// string, or an array of them) matches the sender id, or `metadata["botUsername"]` (with or

@@ -21,13 +21,12 @@
 //! the sender is one of the entry point's `metadata["ownNumbers"]` (a string or an array), the
 //! message is outbound and its thread key becomes the customer's number (`To`).
 
-use async_trait::async_trait;
 use serde_json::{Map, Value};
 
 use super::{check_size, clip, metadata_strings, non_empty};
 use crate::{
-    AdapterError, Attachment, ChannelAdapter, ChannelType, Delivery, Direction, EntryPointInfo, NormalizedMessage,
-    NormalizedUpdate, Sender, ThreadRef, UpdateAction,
+    AdapterError, Attachment, Delivery, Direction, EntryPointInfo, NormalizedMessage, NormalizedUpdate, Sender,
+    ThreadRef, UpdateAction,
 };
 
 /// The adapter key (second word of the routing key `chat.twilio-sms`).
@@ -44,37 +43,10 @@ pub const MAX_MEDIA: usize = 20;
 #[non_exhaustive]
 pub struct TwilioSmsConfig {}
 
-/// The Twilio SMS/MMS adapter.
-#[derive(Debug, Clone, Default)]
-pub struct TwilioSmsAdapter {
-    config: TwilioSmsConfig,
-}
-
-impl TwilioSmsAdapter {
-    pub fn new(config: TwilioSmsConfig) -> Self {
-        Self { config }
-    }
-
-    pub fn config(&self) -> &TwilioSmsConfig {
-        &self.config
-    }
-}
-
-#[async_trait]
-impl ChannelAdapter for TwilioSmsAdapter {
-    fn channel_type(&self) -> ChannelType {
-        ChannelType::Chat
-    }
-    fn adapter_key(&self) -> &str {
-        ADAPTER_KEY
-    }
-    async fn decode(&self, delivery: &Delivery<'_>) -> Result<Vec<NormalizedUpdate>, AdapterError> {
-        decode(delivery.body, delivery, &self.config)
-    }
-    fn refine(&self, update: &mut NormalizedUpdate, entry_point: &EntryPointInfo<'_>) {
-        refine(update, entry_point)
-    }
-}
+chat_adapter!(
+    /// The Twilio SMS/MMS adapter.
+    TwilioSmsAdapter(TwilioSmsConfig), refine
+);
 
 /// Whether two numbers are the same: case-insensitive, ignoring surrounding space, so that
 /// `whatsapp:+1415...` matches `WhatsApp:+1415...`.

@@ -40,10 +40,8 @@ mod message;
 mod tests;
 mod wire;
 
-use async_trait::async_trait;
-
 use super::{check_size, clip, non_empty, parse_json};
-use crate::{AdapterError, ChannelAdapter, ChannelType, Delivery, NormalizedUpdate, ThreadRef, UpdateAction};
+use crate::{AdapterError, Delivery, NormalizedUpdate, ThreadRef, UpdateAction};
 pub use content::normalize_sha256;
 pub use message::message_key;
 use message::{message_update, ValueCtx};
@@ -57,34 +55,10 @@ pub const ADAPTER_KEY: &str = "whatsapp";
 #[non_exhaustive]
 pub struct WhatsAppConfig {}
 
-/// The WhatsApp Cloud API adapter.
-#[derive(Debug, Clone, Default)]
-pub struct WhatsAppAdapter {
-    config: WhatsAppConfig,
-}
-
-impl WhatsAppAdapter {
-    pub fn new(config: WhatsAppConfig) -> Self {
-        Self { config }
-    }
-
-    pub fn config(&self) -> &WhatsAppConfig {
-        &self.config
-    }
-}
-
-#[async_trait]
-impl ChannelAdapter for WhatsAppAdapter {
-    fn channel_type(&self) -> ChannelType {
-        ChannelType::Chat
-    }
-    fn adapter_key(&self) -> &str {
-        ADAPTER_KEY
-    }
-    async fn decode(&self, delivery: &Delivery<'_>) -> Result<Vec<NormalizedUpdate>, AdapterError> {
-        decode(delivery.body, delivery, &self.config)
-    }
-}
+chat_adapter!(
+    /// The WhatsApp Cloud API adapter.
+    WhatsAppAdapter(WhatsAppConfig)
+);
 
 /// Pure decode function, exposed for fuzzing. Every chat adapter's `decode` has this shape; this
 /// one needs nothing from the delivery besides the body.
