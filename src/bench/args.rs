@@ -20,7 +20,8 @@ pub const LONG_ABOUT: &str = "Measure intake against the local RabbitMQ and Post
         - store-only: the broker and PostgreSQL without intake's logic: the same consumer, and per \
         batch of 100 one INSERT .. ON CONFLICT DO NOTHING of the payloads (keyed by their id) into a table \
         with the three indexes of `messages`, committed before the batch's ack, two batches in flight. \
-        The ceiling for any consumer that stores each message durably; dropped after its run.\n\
+        The ceiling for a consumer that stores each message durably with intake's batching and \
+        `messages`' indexes; its table is dropped after the run.\n\
         - naive: one consumer, one transaction (update::apply) and one ack per \
         message, prefetch 400 (--slow-messages of them).\n\
         - intake, 1 and 2 workers: the real `intake worker` (this binary) as child processes with \
@@ -150,6 +151,13 @@ pub struct BenchArgs {
     /// before/after.
     #[arg(long, value_name = "PATH")]
     pub compare_with: Option<std::path::PathBuf>,
+
+    /// With --compare-with: run the before/after pairs (1 and 2 workers, and the mix when it
+    /// runs) this many times, each round on a new backlog, the other executable first in every
+    /// second round; prints each pair's ratio per round and the median. One pair's ratio is only
+    /// good to about ±20 % on a shared virtual machine; a median of several is worth believing.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=50), requires = "compare_with")]
+    pub rounds: u32,
 
     /// Print one JSON document instead of tables.
     #[arg(long)]

@@ -102,12 +102,38 @@ impl Comparison {
                 or
             );
         }
+        let by_run = self.ratios_by_run();
+        if by_run.iter().any(|(_, ratios)| ratios.len() > 1) {
+            println!("  this / other by round (the other ran first in rounds 2, 4, …):");
+            for (name, ratios) in by_run {
+                let each: Vec<String> = ratios.iter().map(|r| format!("{r:.2}")).collect();
+                println!("    {name}: {}; median {:.2}", each.join(", "), median(&ratios));
+            }
+        }
+    }
+
+    /// Each compared run's this/other ratios in the order they ran, by run name (first seen first).
+    fn ratios_by_run(&self) -> Vec<(&str, Vec<f64>)> {
+        let mut by_run: Vec<(&str, Vec<f64>)> = Vec::new();
+        for (this, other) in &self.pairs {
+            let ratio = this.rate() / other.rate();
+            match by_run.iter_mut().find(|(name, _)| *name == this.name) {
+                Some((_, ratios)) => ratios.push(ratio),
+                None => by_run.push((&this.name, vec![ratio])),
+            }
+        }
+        by_run
     }
 
     pub fn json(&self, fast_rate: f64) -> serde_json::Value {
         json!({
             "other": self.other.display().to_string(),
             "otherVersion": self.other_version,
+            "byRun": self.ratios_by_run().into_iter().map(|(name, ratios)| json!({
+                "name": name,
+                "thisOverOther": ratios,
+                "median": median(&ratios),
+            })).collect::<Vec<_>>(),
             "pairs": self.pairs.iter().map(|(this, other)| json!({
                 "this": this.json(fast_rate),
                 "other": other.json(fast_rate),
@@ -117,7 +143,78 @@ impl Comparison {
     }
 }
 
+/// The median of a non-empty list (the mean of the middle two for an even count).
+fn median(values: &[f64]) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let mid = sorted.len() / 2;
+    if sorted.len().is_multiple_of(2) {
+        (sorted[mid - 1] + sorted[mid]) / 2.0
+    } else {
+        sorted[mid]
+    }
+}
+
 impl Bench {
+    /// Rounds 2..=`--rounds`: the 1- and 2-worker pairs (and the mix's, with `mix` messages) again,
+    /// each on a new backlog; the other executable goes first in every second round, so a
+    /// machine that speeds up or slows down during the bench favours neither side.
+    pub(super) async fn more_rounds(
+        &mut self,
+        n: usize,
+        mix: Option<usize>,
+    ) -> anyhow::Result<Vec<(RunResult, RunResult)>> {
+        let mut pairs = Vec::new();
+        for round in 2..=self.args.rounds {
+            let other_first = round % 2 == 0;
+            self.say(format!("[compare] round {round} of {}", self.args.rounds));
+            pairs.push(self.spread_pair("intake", "intake, 1 worker", n, 1, other_first).await?);
+            pairs.push(self.spread_pair("intake2Workers", "intake, 2 workers", n, 2, other_first).await?);
+            if let Some(m) = mix {
+                pairs.push(self.mix_pair(m, other_first).await?);
+            }
+        }
+        Ok(pairs)
+    }
+
+    /// One spread run by each executable on the same backlog, in the order asked.
+    async fn spread_pair(
+        &mut self,
+        key: &str,
+        name: &str,
+        n: usize,
+        workers: usize,
+        other_first: bool,
+    ) -> anyhow::Result<(RunResult, RunResult)> {
+        let run = self.next_run;
+        let (other_key, other_name) = (format!("{key}Other"), format!("{name} [other]"));
+        let mut other = None;
+        if other_first {
+            other = self.on_other(run, async |b| b.run_spread(&other_key, &other_name, n, workers, None).await).await?;
+        }
+        let this = self.run_spread(key, name, n, workers, None).await?;
+        if !other_first {
+            other = self.on_other(run, async |b| b.run_spread(&other_key, &other_name, n, workers, None).await).await?;
+        }
+        Ok((this, other.expect("--rounds requires --compare-with")))
+    }
+
+    /// One mix run by each executable on the same bytes, in the order asked.
+    async fn mix_pair(&mut self, n: usize, other_first: bool) -> anyhow::Result<(RunResult, RunResult)> {
+        let run = self.next_run;
+        let name = "mix (real-size traffic, 1 worker)";
+        let other_name = format!("{name} [other]");
+        let mut other = None;
+        if other_first {
+            other = self.on_other(run, async |b| b.run_mix(n, "mixOther", &other_name).await).await?;
+        }
+        let (this, _) = self.run_mix(n, "mix", name).await?;
+        if !other_first {
+            other = self.on_other(run, async |b| b.run_mix(n, "mixOther", &other_name).await).await?;
+        }
+        Ok((this, other.expect("--rounds requires --compare-with").0))
+    }
+
     /// `f` with the other executable and its database under test, `next_run` set back to `run`
     /// so that it gets the very backlog run `run` had; `None` without `--compare-with`.
     async fn on_other<T>(

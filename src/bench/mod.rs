@@ -254,6 +254,10 @@ impl Bench {
             }
             false => None,
         };
+        if let Some(c) = &mut compared {
+            let mix_n = mix.as_ref().map(|(r, _)| r.messages);
+            c.pairs.extend(self.more_rounds(n, mix_n).await?);
+        }
         let hot = match self.args.scenarios.contains(&Scenario::Hot) {
             true => Some(self.run_hot(n).await?),
             false => None,
