@@ -34,7 +34,7 @@ impl CheckResult {
 
     pub fn print(&self) {
         println!(
-            "check: {} rows, {} distinct idempotency keys, {} messages published to consumers that store: every message applied exactly once; every conversation shows its newest message; dead queue and all queues empty",
+            "check: {} rows, {} distinct idempotency keys, {} messages published to consumers that store into `messages`: every message applied exactly once; every conversation shows its newest message; dead queue and all queues empty",
             thousands(self.rows as f64),
             thousands(self.distinct as f64),
             thousands(self.expected as f64)

@@ -118,6 +118,9 @@ impl Bench {
         let cpu = before.usage_until(&CpuSnapshot::take(&self.subject.db_name, &[]), Consumer::InProcess);
         channel.close(200, "done".into()).await?;
         pool.close().await;
+        // Closing requeues whatever was not acked: the queue must be empty.
+        let left = self.ready().await?;
+        anyhow::ensure!(left == 0, "[store-only] {left} message(s) back in the queue: not all were acked");
         let stored: i64 =
             sqlx::query_scalar("SELECT count(*) FROM bench_store_only").fetch_one(&self.subject.pool).await?;
         anyhow::ensure!(stored == n as i64, "[store-only] {stored} rows stored, expected {n}");
@@ -132,7 +135,7 @@ impl Bench {
             cpu,
             workers: 1,
             batch_size: Some(DEFAULT_BATCH),
-            applied: Some(n as i64),
+            applied: Some(stored),
         };
         self.say(format!("[store-only] {:.0} msg/s", r.rate()));
         Ok(r)
