@@ -9,7 +9,13 @@ use std::path::{Path, PathBuf};
 
 use serde_json::json;
 
+use super::payloads::MixStats;
 use super::report::{print_header, print_row, RunResult};
+
+/// The names of the compared runs, as in the report's tables.
+pub(super) const INTAKE_1: &str = "intake, 1 worker";
+pub(super) const INTAKE_2: &str = "intake, 2 workers";
+pub(super) const MIX: &str = "mix (real-size traffic, 1 worker)";
 use super::{bench_pool, with_database, Bench, Subject};
 
 /// The pairs of runs: (this executable, the other), in the order they ran.
@@ -168,24 +174,28 @@ impl Bench {
         for round in 2..=self.args.rounds {
             let other_first = round % 2 == 0;
             self.say(format!("[compare] round {round} of {}", self.args.rounds));
-            pairs.push(self.spread_pair("intake", "intake, 1 worker", n, 1, other_first).await?);
-            pairs.push(self.spread_pair("intake2Workers", "intake, 2 workers", n, 2, other_first).await?);
+            for (key, name, workers) in [("intake", INTAKE_1, 1), ("intake2Workers", INTAKE_2, 2)] {
+                let (this, other) = self.spread_pair(key, name, n, workers, other_first).await?;
+                pairs.extend(other.map(|o| (this, o)));
+            }
             if let Some(m) = mix {
-                pairs.push(self.mix_pair(m, other_first).await?);
+                let (this, _, other) = self.mix_pair(m, other_first).await?;
+                pairs.extend(other.map(|o| (this, o)));
             }
         }
         Ok(pairs)
     }
 
-    /// One spread run by each executable on the same backlog, in the order asked.
-    async fn spread_pair(
+    /// A spread run of this executable and, with `--compare-with`, the other's on the same
+    /// backlog right before or after it.
+    pub(super) async fn spread_pair(
         &mut self,
         key: &str,
         name: &str,
         n: usize,
         workers: usize,
         other_first: bool,
-    ) -> anyhow::Result<(RunResult, RunResult)> {
+    ) -> anyhow::Result<(RunResult, Option<RunResult>)> {
         let run = self.next_run;
         let (other_key, other_name) = (format!("{key}Other"), format!("{name} [other]"));
         let mut other = None;
@@ -196,23 +206,27 @@ impl Bench {
         if !other_first {
             other = self.on_other(run, async |b| b.run_spread(&other_key, &other_name, n, workers, None).await).await?;
         }
-        Ok((this, other.expect("--rounds requires --compare-with")))
+        Ok((this, other))
     }
 
-    /// One mix run by each executable on the same bytes, in the order asked.
-    async fn mix_pair(&mut self, n: usize, other_first: bool) -> anyhow::Result<(RunResult, RunResult)> {
+    /// A mix run of this executable and, with `--compare-with`, the other's on the same bytes
+    /// right before or after it.
+    pub(super) async fn mix_pair(
+        &mut self,
+        n: usize,
+        other_first: bool,
+    ) -> anyhow::Result<(RunResult, MixStats, Option<RunResult>)> {
         let run = self.next_run;
-        let name = "mix (real-size traffic, 1 worker)";
-        let other_name = format!("{name} [other]");
+        let other_name = format!("{MIX} [other]");
         let mut other = None;
         if other_first {
             other = self.on_other(run, async |b| b.run_mix(n, "mixOther", &other_name).await).await?;
         }
-        let (this, _) = self.run_mix(n, "mix", name).await?;
+        let (this, stats) = self.run_mix(n, "mix", MIX).await?;
         if !other_first {
             other = self.on_other(run, async |b| b.run_mix(n, "mixOther", &other_name).await).await?;
         }
-        Ok((this, other.expect("--rounds requires --compare-with").0))
+        Ok((this, stats, other.map(|(o, _)| o)))
     }
 
     /// `f` with the other executable and its database under test, `next_run` set back to `run`
@@ -230,28 +244,5 @@ impl Bench {
         self.next_run = next;
         self.other = Some(other);
         result.map(Some)
-    }
-
-    /// The spread run `run` (same messages, same keys) again, by the other executable.
-    pub(super) async fn other_spread(
-        &mut self,
-        run: usize,
-        this: &RunResult,
-        workers: usize,
-    ) -> anyhow::Result<Option<(RunResult, RunResult)>> {
-        let (key, name) = (format!("{}Other", this.key), format!("{} [other]", this.name));
-        let other = self.on_other(run, async |b| b.run_spread(&key, &name, this.messages, workers, None).await).await?;
-        Ok(other.map(|o| (this.clone(), o)))
-    }
-
-    /// The mix run `run` (the same bytes) again, by the other executable.
-    pub(super) async fn other_mix(
-        &mut self,
-        run: usize,
-        this: &RunResult,
-    ) -> anyhow::Result<Option<(RunResult, RunResult)>> {
-        let name = format!("{} [other]", this.name);
-        let other = self.on_other(run, async |b| b.run_mix(this.messages, "mixOther", &name).await).await?;
-        Ok(other.map(|(o, _)| (this.clone(), o)))
     }
 }

@@ -226,12 +226,10 @@ impl Bench {
             .with_writer(std::io::stderr)
             .finish();
         let naive = tracing::instrument::WithSubscriber::with_subscriber(self.run_naive(slow), quiet).await?;
-        let run = self.next_run;
-        let intake = self.run_spread("intake", "intake, 1 worker", n, 1, None).await?;
-        let pair = self.other_spread(run, &intake, 1).await?;
-        let run = self.next_run;
-        let intake2 = self.run_spread("intake2Workers", "intake, 2 workers", n, 2, None).await?;
-        let pair2 = self.other_spread(run, &intake2, 2).await?;
+        let (intake, other) = self.spread_pair("intake", compare::INTAKE_1, n, 1, false).await?;
+        let pair = other.map(|o| (intake.clone(), o));
+        let (intake2, other) = self.spread_pair("intake2Workers", compare::INTAKE_2, n, 2, false).await?;
+        let pair2 = other.map(|o| (intake2.clone(), o));
         if let Some(c) = &mut compared {
             c.pairs.extend(pair.into_iter().chain(pair2));
         }
@@ -239,18 +237,12 @@ impl Bench {
 
         let mix = match self.args.scenarios.contains(&Scenario::Mix) {
             true => {
-                let run = self.next_run;
-                let mix = self.run_mix(
-                    self.args.mix_messages.unwrap_or((n / 4).max(1)),
-                    "mix",
-                    "mix (real-size traffic, 1 worker)",
-                );
-                let mix = mix.await?;
-                let pair = self.other_mix(run, &mix.0).await?;
+                let (mix, stats, other) =
+                    self.mix_pair(self.args.mix_messages.unwrap_or((n / 4).max(1)), false).await?;
                 if let Some(c) = &mut compared {
-                    c.pairs.extend(pair);
+                    c.pairs.extend(other.map(|o| (mix.clone(), o)));
                 }
-                Some(mix)
+                Some((mix, stats))
             }
             false => None,
         };
