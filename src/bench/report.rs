@@ -182,12 +182,17 @@ impl Report {
         })
     }
 
+    /// Every run of the main table, in its order: the baselines, intake, then the scenarios that ran.
+    fn runs(&self) -> impl Iterator<Item = &RunResult> {
+        let main = [&self.fast, &self.ack_each, &self.store_only, &self.naive, &self.intake, &self.intake2];
+        let scenarios = [self.mix.as_ref().map(|(r, _)| r), self.hot.as_ref(), self.big.as_ref().map(|(r, _)| r)];
+        main.into_iter().chain(scenarios.into_iter().flatten())
+    }
+
     pub fn json(&self) -> serde_json::Value {
         let fast = self.fast.rate();
         let mut runs = serde_json::Map::new();
-        let main = [&self.fast, &self.ack_each, &self.store_only, &self.naive, &self.intake, &self.intake2];
-        let scenarios = [self.mix.as_ref().map(|(r, _)| r), self.hot.as_ref(), self.big.as_ref().map(|(r, _)| r)];
-        for r in main.into_iter().chain(scenarios.into_iter().flatten()) {
+        for r in self.runs() {
             runs.insert(r.key.clone(), r.json(fast));
         }
         json!({
@@ -235,9 +240,7 @@ impl Report {
         );
         println!();
         print_header();
-        let main = [&self.fast, &self.ack_each, &self.store_only, &self.naive, &self.intake, &self.intake2];
-        let scenarios = [self.mix.as_ref().map(|(r, _)| r), self.hot.as_ref(), self.big.as_ref().map(|(r, _)| r)];
-        for r in main.into_iter().chain(scenarios.into_iter().flatten()) {
+        for r in self.runs() {
             print_row(r, fast);
         }
         println!("* in-process consumer: the bench process's own CPU. steal: the share of the machine's CPU time the hypervisor gave to others during the run (a shared VM: compare runs with little)");

@@ -18,6 +18,7 @@ use uuid::Uuid;
 use super::baselines::next_delivery;
 use super::cpu::{Consumer, CpuSnapshot};
 use super::{Bench, RunResult, DEFAULT_BATCH};
+use crate::amqp::worker::MAX_BATCHES_IN_FLIGHT;
 use crate::store;
 
 const TABLE: &str = "CREATE TABLE bench_store_only (
@@ -98,9 +99,9 @@ impl Bench {
             rows.payloads.push(String::from_utf8(delivery.data)?);
             rows.times.push(keys.occurred_at);
             if seen % DEFAULT_BATCH == 0 || seen == n {
-                // At most two batches in the database, as intake: the next one is gathered
-                // while they run.
-                while in_flight.len() >= 2 {
+                // As many batches in the database as intake has: the next one is gathered while
+                // they run.
+                while in_flight.len() >= MAX_BATCHES_IN_FLIGHT {
                     let (stored, tag) = in_flight.next().await.expect("not empty");
                     stored??;
                     channel.basic_ack(tag, BasicAckOptions { multiple: true }).await?;

@@ -49,7 +49,7 @@ use settle::settle_batch;
 
 /// Most batches one consumer applies at once (each in its own transaction); the prefetch must
 /// cover them (`prefetch / batch_size`, at least one).
-const MAX_BATCHES_IN_FLIGHT: usize = 2;
+pub const MAX_BATCHES_IN_FLIGHT: usize = 2;
 
 /// Unacked deliveries per inbound consumer by default: four batches, two being applied and two
 /// arriving meanwhile, so the broker keeps delivering while the database works.
