@@ -154,6 +154,59 @@ async fn delivery_status(pool: &PgPool) -> Option<String> {
         .flatten()
 }
 
+/// One WhatsApp webhook for two business numbers (Meta batches entries): a text for each.
+fn two_numbers() -> Vec<u8> {
+    let entry = |number: &str, id: &str| {
+        json!({"id": "WABA", "changes": [{"field": "messages", "value": {"messaging_product": "whatsapp",
+            "metadata": {"display_phone_number": "15550001111", "phone_number_id": number},
+            "messages": [{"from": "4915112345678", "id": id, "timestamp": "1764000000", "type": "text",
+                          "text": {"body": "Hello"}}]}}]})
+    };
+    serde_json::to_vec(&json!({"object": "whatsapp_business_account",
+        "entry": [entry("PN1", "wamid.KNOWN"), entry("PN2", "wamid.UNKNOWN")]}))
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_item_for_an_unknown_entry_point_holds_back_none_of_its_siblings() {
+    let db = TestDb::new().await;
+    let broker = TestBroker::new().await;
+    db.project_with_entry_point("p", ChannelType::Chat, "whatsapp", "PN1").await;
+    let w = start(&db, &broker).await;
+    broker.publish("chat.whatsapp", None, &two_numbers()).await;
+    wait_until(10, "a dead letter", || async { broker.depth(&broker.topology.dead_queue).await == 1 }).await;
+    // The known number's text is stored; the delivery is dead-lettered for the other one.
+    assert_eq!(texts(&db.pool, "SELECT idempotency_key FROM messages").await, ["wa:wamid.KNOWN"]);
+    let letters = broker.dead_letters().await;
+    assert_eq!(letters[0].reason, "unknown_entry_point");
+    assert!(letters[0].error.contains("`PN2`"), "{}", letters[0].error);
+    assert!(letters[0].error.contains("1 of the delivery's 2 updates"), "{}", letters[0].error);
+    assert_eq!(letters[0].body, two_numbers(), "the whole delivery is kept for replay");
+    // Once the number is registered, a replay stores the other text and the first only once.
+    db.project_with_entry_point("p", ChannelType::Chat, "whatsapp", "PN2").await;
+    let channel = broker.connection.create_channel().await.unwrap();
+    let dead = &broker.topology.dead_queue;
+    let replayed = intake::amqp::dlq::settle(
+        &channel,
+        Some(&broker.publisher),
+        dead,
+        &intake::amqp::dlq::Selection::All,
+        100,
+        None,
+        |_| {},
+    )
+    .await
+    .unwrap();
+    assert_eq!(replayed, 1);
+    wait_until(10, "the other text", || async { count(&db.pool, "SELECT count(*) FROM messages").await == 2 }).await;
+    wait_until(10, "queue drained", || async { broker.depth(&broker.topology.queue(ChannelType::Chat)).await == 0 })
+        .await;
+    assert_eq!(count(&db.pool, "SELECT count(*) FROM messages").await, 2);
+    assert_eq!(broker.depth(dead).await, 0);
+    w.stop().await;
+    broker.cleanup().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_status_for_an_unknown_message_is_parked_and_its_sibling_text_stored() {
     // Status first: the text is stored on the first delivery, the status parked, then applied

@@ -36,14 +36,8 @@ pub(super) async fn process_batch(
         };
     }
 
-    let requests: Vec<UpdateRequest> = inflight
-        .iter()
-        .filter_map(|i| match &i.plan {
-            Plan::Apply(r) => Some(r.iter().cloned()),
-            _ => None,
-        })
-        .flatten()
-        .collect();
+    let requests: Vec<UpdateRequest> =
+        inflight.iter().filter_map(|i| i.plan.requests()).flat_map(|r| r.iter().cloned()).collect();
     let started = Instant::now();
     let batch_result = if requests.is_empty() {
         Ok(Vec::new())
@@ -60,7 +54,7 @@ pub(super) async fn process_batch(
             metrics::histogram!("intake_apply_duration_seconds").record(started.elapsed().as_secs_f64());
             let mut outcomes = outcomes.into_iter();
             for item in &inflight {
-                if let Plan::Apply(r) = &item.plan {
+                if let Some(r) = item.plan.requests() {
                     let effects: Vec<Effect> = outcomes.by_ref().take(r.len()).map(|o| o.effect).collect();
                     record_applied(item, &effects);
                     shared.tally.record_ingest(r.iter().filter_map(entry_point_of));
@@ -73,7 +67,7 @@ pub(super) async fn process_batch(
             // of a delivery commits on its own merit.
             tracing::warn!(error = %e, size = inflight.len(), "batch failed; applying one update at a time");
             for item in &mut inflight {
-                let Plan::Apply(requests) = &item.plan else { continue };
+                let Some(requests) = item.plan.requests() else { continue };
                 let mut effects = Vec::with_capacity(requests.len());
                 let mut failure = None;
                 for request in requests {

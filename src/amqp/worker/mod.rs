@@ -118,6 +118,25 @@ enum Plan {
         reason: &'static str,
         error: String,
     },
+    /// Some updates of a delivery that carries several could not be planned (an entry point
+    /// intake does not know, say): the others apply, then the whole delivery is dead-lettered
+    /// with the reason, so one bad item holds back none of its siblings. A replay applies the
+    /// applied ones again as duplicates.
+    Partial {
+        requests: Vec<UpdateRequest>,
+        reason: &'static str,
+        error: String,
+    },
+}
+
+impl Plan {
+    /// The updates to apply now.
+    fn requests(&self) -> Option<&[UpdateRequest]> {
+        match self {
+            Plan::Apply(requests) | Plan::Partial { requests, .. } => Some(requests),
+            _ => None,
+        }
+    }
 }
 
 /// A failure that goes away by itself (database or broker unreachable): keep the deliveries

@@ -59,7 +59,10 @@ pub(super) async fn plan(shared: &Shared, delivery: &Delivery) -> Result<Plan, T
     if updates.is_empty() {
         return Ok(Plan::Skip);
     }
-    let mut requests = Vec::with_capacity(updates.len());
+    let total = updates.len();
+    let mut requests = Vec::with_capacity(total);
+    // Updates that cannot be planned: (reason, error). The others of the delivery still apply.
+    let mut failed: Vec<(&'static str, String)> = Vec::new();
     for mut update in updates {
         if update.replace_nul() {
             tracing::debug!(key = update.idempotency_key(), "U+0000 replaced by U+FFFD (PostgreSQL cannot store it)");
@@ -67,12 +70,14 @@ pub(super) async fn plan(shared: &Shared, delivery: &Delivery) -> Result<Plan, T
         let candidates: Vec<String> =
             update.channel_id_candidates(envelope_external.as_deref()).into_iter().map(str::to_owned).collect();
         if candidates.is_empty() {
-            return dead(
+            failed.push((
                 "missing_entry_point",
                 format!("neither the payload nor the `{}` header names the entry point", envelope::EXTERNAL_CHANNEL_ID),
-            );
+            ));
+            continue;
         }
         let mut found = None;
+        let mut refused = None;
         for external in &candidates {
             match resolve_cached(shared, channel_type, external, project.as_deref()).await {
                 Ok(ep) => {
@@ -80,17 +85,26 @@ pub(super) async fn plan(shared: &Shared, delivery: &Delivery) -> Result<Plan, T
                     break;
                 }
                 Err(ResolveError::Unknown { .. }) => continue,
-                Err(e @ ResolveError::Ambiguous { .. }) => return dead("ambiguous_entry_point", e.to_string()),
+                Err(e @ ResolveError::Ambiguous { .. }) => {
+                    refused = Some(("ambiguous_entry_point", e.to_string()));
+                    break;
+                }
                 Err(ResolveError::Database(e)) if is_transient_db(&e) => {
                     return Err(Transient(format!("database: {e}")))
                 }
-                Err(ResolveError::Database(e)) => return dead("database_rejected", e.to_string()),
+                Err(ResolveError::Database(e)) => {
+                    refused = Some(("database_rejected", e.to_string()));
+                    break;
+                }
             }
         }
         let Some(entry_point) = found else {
-            let in_project = project.as_deref().map(|p| format!(" in project `{p}`")).unwrap_or_default();
-            let names = candidates.iter().map(|c| format!("`{c}`")).collect::<Vec<_>>().join(", ");
-            return dead("unknown_entry_point", format!("no {channel_type} entry point{in_project} for {names}"));
+            failed.push(refused.unwrap_or_else(|| {
+                let in_project = project.as_deref().map(|p| format!(" in project `{p}`")).unwrap_or_default();
+                let names = candidates.iter().map(|c| format!("`{c}`")).collect::<Vec<_>>().join(", ");
+                ("unknown_entry_point", format!("no {channel_type} entry point{in_project} for {names}"))
+            }));
+            continue;
         };
         if let Some(store) = &shared.settings.attachment_store {
             store.store(&mut update.action).await.map_err(|e| Transient(format!("attachment store: {e}")))?;
@@ -111,7 +125,28 @@ pub(super) async fn plan(shared: &Shared, delivery: &Delivery) -> Result<Plan, T
             attributes: Default::default(),
         });
     }
-    Ok(Plan::Apply(requests))
+    Ok(match failed.first() {
+        None => Plan::Apply(requests),
+        Some((reason, first)) => {
+            // One update alone keeps its error as it is; of several, say how many and what became of the rest.
+            let error = if total == 1 {
+                first.clone()
+            } else if requests.is_empty() {
+                format!("{first} ({} of the delivery's {total} updates; none applied)", failed.len())
+            } else {
+                format!(
+                    "{first} ({} of the delivery's {total} updates; the other {} were applied, and a replay finds them stored)",
+                    failed.len(),
+                    requests.len()
+                )
+            };
+            if requests.is_empty() {
+                Plan::Dead { reason, error }
+            } else {
+                Plan::Partial { requests, reason, error }
+            }
+        }
+    })
 }
 
 /// When the publisher sent it (ms header, else the AMQP timestamp), else now.

@@ -18,7 +18,10 @@ pub(super) async fn settle_batch(
     for item in inflight {
         match &item.plan {
             Plan::Retry { reason, error } => retry_or_dead(shared, publisher, item, reason, error).await?,
-            Plan::Dead { reason, error } => dead_letter(shared, publisher, item, reason, error).await?,
+            // A partial plan's updates have applied by now; the delivery's dead letter names what did not.
+            Plan::Dead { reason, error } | Plan::Partial { reason, error, .. } => {
+                dead_letter(shared, publisher, item, reason, error).await?
+            }
             Plan::Skip => {
                 // Debug, not info: Slack reactions and the like are common and harmless.
                 let message_id = item.delivery.properties.message_id().as_ref().map(|m| m.as_str().to_owned());
