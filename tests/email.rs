@@ -232,18 +232,6 @@ impl Setup {
             .await;
     }
 
-    /// `intake dlq replay` of the selected dead letters, through the function the CLI calls.
-    async fn replay(&self, selection: intake::amqp::dlq::Selection) -> usize {
-        let channel = self.broker.connection.create_channel().await.unwrap();
-        let queue = &self.broker.topology.dead_queue;
-        let n =
-            intake::amqp::dlq::settle(&channel, Some(&self.broker.publisher), queue, &selection, 1000, None, |_| {})
-                .await
-                .unwrap();
-        let _ = channel.close(200, "".into()).await;
-        n
-    }
-
     /// An email conversation with one inbound customer message; returns its path.
     async fn email_conversation(&self) -> String {
         let ep = self.mailbox().await;
@@ -661,7 +649,7 @@ async fn after_an_smtp_outage_a_dlq_replay_and_the_resend_route_send_each_failed
     // The server comes back; the operator replays reply-x's dead letter.
     let smtp = SmtpServer::start_on(port).await;
     let x_dead = letters.iter().find(|d| job_key(d) == "reply-x").unwrap();
-    assert_eq!(s.replay(intake::amqp::dlq::Selection::Ids(vec![x_dead.id.clone()])).await, 1);
+    assert_eq!(s.broker.replay_dead(&intake::amqp::dlq::Selection::Ids(vec![x_dead.id.clone()])).await, 1);
     s.wait_for_state("reply-x", "sent").await;
     assert_eq!(smtp.received().len(), 1);
     assert_eq!(message_id_of(&smtp.received()[0]), x_id);
@@ -682,7 +670,7 @@ async fn after_an_smtp_outage_a_dlq_replay_and_the_resend_route_send_each_failed
     assert_ne!(b["conversation"]["lastOutboundAt"], Value::Null);
 
     // Replaying reply-y's dead letter now sends nothing: it is acked as already sent.
-    assert_eq!(s.replay(intake::amqp::dlq::Selection::All).await, 1);
+    assert_eq!(s.broker.replay_dead(&intake::amqp::dlq::Selection::All).await, 1);
     wait_until(30, "the replayed job skipped", || async {
         counter(r#"intake_email_jobs_skipped_total{reason="already_sent"}"#) == 1.0
     })
@@ -759,7 +747,7 @@ async fn a_dead_senders_expired_claim_is_taken_over_and_a_live_claim_is_not() {
     .execute(&s.db.pool)
     .await
     .unwrap();
-    assert_eq!(s.replay(intake::amqp::dlq::Selection::All).await, 1);
+    assert_eq!(s.broker.replay_dead(&intake::amqp::dlq::Selection::All).await, 1);
     s.wait_for_state("reply-live", "sent").await;
     wait_until(30, "the second mail", || async { smtp.received().len() == 2 }).await;
     assert_eq!(counter("intake_emails_sent_total"), 2.0);

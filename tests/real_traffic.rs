@@ -184,25 +184,12 @@ async fn an_item_for_an_unknown_entry_point_holds_back_none_of_its_siblings() {
     assert_eq!(letters[0].body, two_numbers(), "the whole delivery is kept for replay");
     // Once the number is registered, a replay stores the other text and the first only once.
     db.project_with_entry_point("p", ChannelType::Chat, "whatsapp", "PN2").await;
-    let channel = broker.connection.create_channel().await.unwrap();
-    let dead = &broker.topology.dead_queue;
-    let replayed = intake::amqp::dlq::settle(
-        &channel,
-        Some(&broker.publisher),
-        dead,
-        &intake::amqp::dlq::Selection::All,
-        100,
-        None,
-        |_| {},
-    )
-    .await
-    .unwrap();
-    assert_eq!(replayed, 1);
+    assert_eq!(broker.replay_dead(&intake::amqp::dlq::Selection::All).await, 1);
     wait_until(10, "the other text", || async { count(&db.pool, "SELECT count(*) FROM messages").await == 2 }).await;
     wait_until(10, "queue drained", || async { broker.depth(&broker.topology.queue(ChannelType::Chat)).await == 0 })
         .await;
     assert_eq!(count(&db.pool, "SELECT count(*) FROM messages").await, 2);
-    assert_eq!(broker.depth(dead).await, 0);
+    assert_eq!(broker.depth(&broker.topology.dead_queue).await, 0);
     w.stop().await;
     broker.cleanup().await;
 }

@@ -12,7 +12,7 @@ use intake::adapters::webhook::GenericWebhookAdapter;
 use intake::adapters::{
     AdapterError, AdapterRegistry, ChannelAdapter, ChannelType, Delivery, NormalizedUpdate, ThreadRef, UpdateAction,
 };
-use intake::amqp::dlq::{self, Selection};
+use intake::amqp::dlq::Selection;
 use intake::amqp::worker::WorkerSettings;
 use intake::store;
 use serde_json::json;
@@ -159,12 +159,7 @@ async fn duplicates_redeliveries_and_replays_apply_once() {
     }
     wait_until(30, "the message", || async { messages(&db.pool).await == 1 }).await;
     // Replay the dead letter: recognised, changes nothing.
-    let channel = broker.connection.create_channel().await.unwrap();
-    let replayed =
-        dlq::settle(&channel, Some(&broker.publisher), &broker.topology.dead_queue, &Selection::All, 100, None, |_| {})
-            .await
-            .unwrap();
-    assert_eq!(replayed, 1);
+    assert_eq!(broker.replay_dead(&Selection::All).await, 1);
     tokio::time::sleep(Duration::from_millis(500)).await;
     wait_until(30, "queue drained", || async { broker.depth(&broker.topology.queue(ChannelType::Webhook)).await == 0 })
         .await;
@@ -187,13 +182,7 @@ async fn replay_by_reason_applies_after_the_entry_point_exists() {
     broker.publish("webhook.webhook", Some("new-shop"), b"not json").await;
     wait_until(30, "6 dead letters", || async { broker.depth(&broker.topology.dead_queue).await == 6 }).await;
     db.project_with_entry_point("p", ChannelType::Webhook, "webhook", "new-shop").await;
-    let channel = broker.connection.create_channel().await.unwrap();
-    let selection = Selection::Reason("unknown_entry_point".into());
-    let n = dlq::settle(&channel, Some(&broker.publisher), &broker.topology.dead_queue, &selection, 100, None, |_| {})
-        .await
-        .unwrap();
-    assert_eq!(n, 5);
-    channel.close(200, "".into()).await.unwrap();
+    assert_eq!(broker.replay_dead(&Selection::Reason("unknown_entry_point".into())).await, 5);
     wait_until(30, "5 replayed messages", || async { messages(&db.pool).await == 5 }).await;
     let left = broker.dead_letters().await;
     assert_eq!(left.len(), 1, "the malformed one stays");

@@ -162,6 +162,17 @@ impl TestBroker {
         letters
     }
 
+    /// `intake dlq replay` of the selected dead letters, through the function the CLI calls; how many.
+    pub async fn replay_dead(&self, selection: &intake::amqp::dlq::Selection) -> usize {
+        let channel = self.connection.create_channel().await.unwrap();
+        let queue = &self.topology.dead_queue;
+        let n = intake::amqp::dlq::settle(&channel, Some(&self.publisher), queue, selection, 1000, None, |_| {})
+            .await
+            .unwrap();
+        let _ = channel.close(200, "".into()).await;
+        n
+    }
+
     /// Ready messages in a queue.
     pub async fn depth(&self, queue: &str) -> u32 {
         let channel = self.connection.create_channel().await.unwrap();
