@@ -154,6 +154,32 @@ async fn delivery_status(pool: &PgPool) -> Option<String> {
         .flatten()
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_item_of_a_webhook_array_holds_back_none_of_its_siblings() {
+    let db = TestDb::new().await;
+    let broker = TestBroker::new().await;
+    db.project_with_entry_point("p", ChannelType::Webhook, "webhook", "shop").await;
+    let w = start(&db, &broker).await;
+    let item = |id: &str, at: &str| json!({"id": id, "conversationKey": "order-9", "direction": "inbound", "body": id, "occurredAt": at});
+    let batch = serde_json::to_vec(&json!([
+        item("a1", "2026-11-01T10:00:00Z"),
+        item("a2", "yesterday"),
+        item("a3", "2026-11-01T10:02:00Z")
+    ]))
+    .unwrap();
+    broker.publish("webhook.webhook", Some("shop"), &batch).await;
+    wait_until(10, "a dead letter", || async { broker.depth(&broker.topology.dead_queue).await == 1 }).await;
+    let keys = texts(&db.pool, "SELECT idempotency_key FROM messages ORDER BY occurred_at").await;
+    assert_eq!(keys, ["webhook:shop:a1", "webhook:shop:a3"]);
+    let letters = broker.dead_letters().await;
+    assert_eq!(letters[0].reason, "malformed_payload");
+    assert!(letters[0].error.contains("[1]: occurredAt `yesterday`"), "{}", letters[0].error);
+    assert!(letters[0].error.contains("1 of the delivery's 3 updates"), "{}", letters[0].error);
+    assert_eq!(letters[0].body, batch);
+    w.stop().await;
+    broker.cleanup().await;
+}
+
 /// One WhatsApp webhook for two business numbers (Meta batches entries): a text for each.
 fn two_numbers() -> Vec<u8> {
     let entry = |number: &str, id: &str| {

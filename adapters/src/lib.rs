@@ -43,6 +43,9 @@ impl AdapterError {
     }
 }
 
+/// One item of a delivery: its update, or why that item alone cannot be used.
+pub type DecodedItem = Result<NormalizedUpdate, AdapterError>;
+
 /// Turns one channel's wire format into normalized updates.
 #[async_trait]
 pub trait ChannelAdapter: Send + Sync {
@@ -53,6 +56,15 @@ pub trait ChannelAdapter: Send + Sync {
     /// Decode one delivery. An empty vector means "nothing to apply" (e.g. an ignored event
     /// type); the worker acks it and counts it as skipped.
     async fn decode(&self, delivery: &Delivery<'_>) -> Result<Vec<NormalizedUpdate>, AdapterError>;
+
+    /// Decode one delivery item by item, for the worker: the outer error means the delivery
+    /// cannot be read at all; an inner one fails only its item, and the worker applies the
+    /// others (then dead-letters the delivery with that item's reason). Adapters whose deliveries
+    /// carry several independent items (a JSON array of messages) override it; the default is
+    /// [`decode`](Self::decode), all or nothing.
+    async fn decode_items(&self, delivery: &Delivery<'_>) -> Result<Vec<DecodedItem>, AdapterError> {
+        Ok(self.decode(delivery).await?.into_iter().map(Ok).collect())
+    }
 
     /// Adjust an update once its entry point is known, still without I/O. Some facts depend on
     /// the entry point: an email from the mailbox's own address, or a Slack message from the

@@ -9,8 +9,8 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
 use crate::{
-    content_fingerprint, AdapterError, Attachment, ChannelAdapter, ChannelType, Delivery, Direction, EntryPointInfo,
-    NormalizedMessage, NormalizedUpdate, Sender, ThreadRef, UpdateAction,
+    content_fingerprint, AdapterError, Attachment, ChannelAdapter, ChannelType, DecodedItem, Delivery, Direction,
+    EntryPointInfo, NormalizedMessage, NormalizedUpdate, Sender, ThreadRef, UpdateAction,
 };
 
 /// Largest body the adapter will parse; bigger ones are refused before any JSON work.
@@ -41,13 +41,6 @@ struct WebhookMessage {
     in_reply_to: Vec<String>,
 }
 
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum OneOrMany {
-    One(Box<WebhookMessage>),
-    Many(Vec<WebhookMessage>),
-}
-
 /// Decodes the generic JSON shape. Also used, under other channel types and keys, as the
 /// trivial adapter in tests and for integrators that already normalize their payloads.
 pub struct GenericWebhookAdapter {
@@ -61,22 +54,24 @@ impl GenericWebhookAdapter {
     }
 }
 
-/// Pure decode function, exposed for fuzzing.
+/// Pure decode function, exposed for fuzzing: all or nothing.
 pub fn decode_generic(body: &[u8], received_at: DateTime<Utc>) -> Result<Vec<NormalizedUpdate>, AdapterError> {
+    decode_generic_items(body, received_at)?.into_iter().collect()
+}
+
+/// [`decode_generic`] item by item: an array's bad item fails alone.
+pub fn decode_generic_items(body: &[u8], received_at: DateTime<Utc>) -> Result<Vec<DecodedItem>, AdapterError> {
     if body.len() > MAX_BODY_BYTES {
         return Err(AdapterError::TooLarge { size: body.len(), limit: MAX_BODY_BYTES });
     }
     let mut de = serde_json::Deserializer::from_slice(body);
-    let parsed: OneOrMany = serde_path_to_error_free(&mut de)?;
-    let messages = match parsed {
-        OneOrMany::One(m) => vec![*m],
-        OneOrMany::Many(v) => v,
-    };
+    let messages = parse_messages(&mut de)?;
     let many = messages.len() > 1;
-    messages
+    Ok(messages
         .into_iter()
         .enumerate()
         .map(|(i, m)| {
+            let m = m?;
             if m.id.trim().is_empty() {
                 return Err(AdapterError::Missing("id".into()));
             }
@@ -113,7 +108,7 @@ pub fn decode_generic(body: &[u8], received_at: DateTime<Utc>) -> Result<Vec<Nor
                 action: UpdateAction::Append(message),
             })
         })
-        .collect()
+        .collect())
 }
 
 /// A sender's value cut down for an error message.
@@ -123,22 +118,22 @@ fn clip(s: &str) -> String {
 
 // serde_json's own messages already name the field ("unknown field `x`", "missing field `id`")
 // and the position; the untagged enum hides them, so parse objects and arrays separately.
-fn serde_path_to_error_free(
+// An array's items are parsed one by one, so that one bad item fails alone.
+fn parse_messages(
     de: &mut serde_json::Deserializer<serde_json::de::SliceRead<'_>>,
-) -> Result<OneOrMany, AdapterError> {
+) -> Result<Vec<Result<WebhookMessage, AdapterError>>, AdapterError> {
     let value: serde_json::Value =
         serde::Deserialize::deserialize(&mut *de).map_err(|e| AdapterError::Malformed(e.to_string()))?;
     de.end().map_err(|e| AdapterError::Malformed(e.to_string()))?;
     match value {
-        serde_json::Value::Array(items) => items
+        serde_json::Value::Array(items) => Ok(items
             .into_iter()
             .enumerate()
             .map(|(i, item)| serde_json::from_value(item).map_err(|e| AdapterError::Malformed(format!("[{i}]: {e}"))))
-            .collect::<Result<Vec<_>, _>>()
-            .map(OneOrMany::Many),
-        value @ serde_json::Value::Object(_) => serde_json::from_value(value)
-            .map(|m| OneOrMany::One(Box::new(m)))
-            .map_err(|e| AdapterError::Malformed(e.to_string())),
+            .collect()),
+        value @ serde_json::Value::Object(_) => {
+            Ok(vec![serde_json::from_value(value).map_err(|e| AdapterError::Malformed(e.to_string()))])
+        }
         _ => Err(AdapterError::Malformed("expected a JSON object or array of objects".into())),
     }
 }
@@ -153,6 +148,9 @@ impl ChannelAdapter for GenericWebhookAdapter {
     }
     async fn decode(&self, delivery: &Delivery<'_>) -> Result<Vec<NormalizedUpdate>, AdapterError> {
         decode_generic(delivery.body, delivery.received_at)
+    }
+    async fn decode_items(&self, delivery: &Delivery<'_>) -> Result<Vec<DecodedItem>, AdapterError> {
+        decode_generic_items(delivery.body, delivery.received_at)
     }
 
     /// Generic-webhook ids are the source system's own (`"1"`, `"evt-1"`): two sources in one

@@ -43,7 +43,7 @@ use crate::{AdapterError, ChannelAdapter};
 /// delivery to the module's pure `decode` and, with `refine`, the entry point to its `refine`.
 /// Written once here so the four providers differ only in what they decode.
 macro_rules! chat_adapter {
-    ($(#[$meta:meta])* $name:ident($config:ty) $(, $refine:ident)?) => {
+    ($(#[$meta:meta])* $name:ident($config:ty) $(, $refine:ident)? $(; items = $items:ident)?) => {
         $(#[$meta])*
         #[derive(Debug, Clone, Default)]
         pub struct $name {
@@ -74,6 +74,14 @@ macro_rules! chat_adapter {
             ) -> Result<Vec<$crate::NormalizedUpdate>, $crate::AdapterError> {
                 decode(delivery.body, delivery, &self.config)
             }
+            $(
+                async fn decode_items(
+                    &self,
+                    delivery: &$crate::Delivery<'_>,
+                ) -> Result<Vec<$crate::DecodedItem>, $crate::AdapterError> {
+                    $items(delivery.body, delivery, &self.config)
+                }
+            )?
             $(
                 fn $refine(&self, update: &mut $crate::NormalizedUpdate, entry_point: &$crate::EntryPointInfo<'_>) {
                     $refine(update, entry_point)

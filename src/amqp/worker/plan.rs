@@ -52,18 +52,25 @@ pub(super) async fn plan(shared: &Shared, delivery: &Delivery) -> Result<Plan, T
         external_channel_id: envelope_external.as_deref(),
         received_at,
     };
-    let updates = match adapter.decode(&adapter_delivery).await {
-        Ok(u) => u,
+    let items = match adapter.decode_items(&adapter_delivery).await {
+        Ok(items) => items,
         Err(e) => return dead(e.reason_code(), e.to_string()),
     };
-    if updates.is_empty() {
+    if items.is_empty() {
         return Ok(Plan::Skip);
     }
-    let total = updates.len();
+    let total = items.len();
     let mut requests = Vec::with_capacity(total);
-    // Updates that cannot be planned: (reason, error). The others of the delivery still apply.
+    // Items that cannot be used or planned: (reason, error). The others of the delivery still apply.
     let mut failed: Vec<(&'static str, String)> = Vec::new();
-    for mut update in updates {
+    for item in items {
+        let mut update = match item {
+            Ok(update) => update,
+            Err(e) => {
+                failed.push((e.reason_code(), e.to_string()));
+                continue;
+            }
+        };
         if update.replace_nul() {
             tracing::debug!(key = update.idempotency_key(), "U+0000 replaced by U+FFFD (PostgreSQL cannot store it)");
         }

@@ -2,7 +2,7 @@
 //!
 //! Maps Meta's webhook (`object: whatsapp_business_account`, `entry[].changes[].value`). One
 //! webhook can carry several entries, changes, messages and statuses; all of them are returned,
-//! in payload order.
+//! in payload order, and one that cannot be used fails alone ([`decode_items`]).
 //!
 //! Field `messages`:
 //!
@@ -41,7 +41,7 @@ mod tests;
 mod wire;
 
 use super::{check_size, clip, non_empty, parse_json};
-use crate::{AdapterError, Delivery, NormalizedUpdate, ThreadRef, UpdateAction};
+use crate::{AdapterError, DecodedItem, Delivery, NormalizedUpdate, ThreadRef, UpdateAction};
 pub use content::normalize_sha256;
 pub use message::message_key;
 use message::{message_update, ValueCtx};
@@ -57,16 +57,26 @@ pub struct WhatsAppConfig {}
 
 chat_adapter!(
     /// The WhatsApp Cloud API adapter.
-    WhatsAppAdapter(WhatsAppConfig)
+    WhatsAppAdapter(WhatsAppConfig); items = decode_items
 );
 
-/// Pure decode function, exposed for fuzzing. Every chat adapter's `decode` has this shape; this
-/// one needs nothing from the delivery besides the body.
+/// Pure decode function, exposed for fuzzing: all or nothing. Every chat adapter's `decode` has
+/// this shape; this one needs nothing from the delivery besides the body.
 pub fn decode(
+    body: &[u8],
+    delivery: &Delivery<'_>,
+    config: &WhatsAppConfig,
+) -> Result<Vec<NormalizedUpdate>, AdapterError> {
+    decode_items(body, delivery, config)?.into_iter().collect()
+}
+
+/// [`decode`] item by item: a message, status or change that cannot be used fails alone, and
+/// the webhook's other items still apply.
+pub fn decode_items(
     body: &[u8],
     _delivery: &Delivery<'_>,
     _config: &WhatsAppConfig,
-) -> Result<Vec<NormalizedUpdate>, AdapterError> {
+) -> Result<Vec<DecodedItem>, AdapterError> {
     check_size(body)?;
     let webhook: Webhook = parse_json("WhatsApp", body)?;
     if webhook.object != "whatsapp_business_account" {
@@ -85,27 +95,24 @@ pub fn decode(
             };
             let Some(value) = change.value else { continue };
             let at = format!("entry[{i}].changes[{j}].value");
-            let value: ChangeValue =
-                serde_json::from_value(value).map_err(|e| AdapterError::Malformed(format!("WhatsApp {at}: {e}")))?;
-            decode_value(value, entry.id.as_deref(), echoes, &at, &mut updates)?;
+            match serde_json::from_value::<ChangeValue>(value) {
+                Ok(value) => decode_value(value, entry.id.as_deref(), echoes, &at, &mut updates),
+                Err(e) => updates.push(Err(AdapterError::Malformed(format!("WhatsApp {at}: {e}")))),
+            }
         }
     }
     Ok(updates)
 }
 
-fn decode_value(
-    value: ChangeValue,
-    waba_id: Option<&str>,
-    echoes: bool,
-    at: &str,
-    updates: &mut Vec<NormalizedUpdate>,
-) -> Result<(), AdapterError> {
+fn decode_value(value: ChangeValue, waba_id: Option<&str>, echoes: bool, at: &str, updates: &mut Vec<DecodedItem>) {
     if value.messages.is_empty() && value.statuses.is_empty() && value.message_echoes.is_empty() {
-        return Ok(()); // account-level `errors`, or nothing at all
+        return; // account-level `errors`, or nothing at all
     }
     let metadata = value.metadata.as_ref();
-    let phone_number_id = non_empty(metadata.and_then(|m| m.phone_number_id.as_deref()))
-        .ok_or_else(|| AdapterError::Missing(format!("{at}.metadata.phone_number_id")))?;
+    let Some(phone_number_id) = non_empty(metadata.and_then(|m| m.phone_number_id.as_deref())) else {
+        updates.push(Err(AdapterError::Missing(format!("{at}.metadata.phone_number_id"))));
+        return;
+    };
     let ctx = ValueCtx {
         phone_number_id,
         display_number: non_empty(metadata.and_then(|m| m.display_phone_number.as_deref())),
@@ -117,7 +124,7 @@ fn decode_value(
     let (list, name) = if echoes { (&value.message_echoes, "message_echoes") } else { (&value.messages, "messages") };
     for (k, message) in list.iter().enumerate() {
         let at = format!("{at}.{name}[{k}]");
-        if let Some(update) = message_update(message, &ctx, echoes, &at)? {
+        if let Some(update) = message_update(message, &ctx, echoes, &at).transpose() {
             updates.push(update);
         }
     }
@@ -125,17 +132,23 @@ fn decode_value(
         let at = format!("{at}.statuses[{k}]");
         let recipient =
             non_empty(status.recipient_id.as_deref()).or_else(|| non_empty(status.recipient_user_id.as_deref()));
-        updates.push(NormalizedUpdate {
+        let time = match timestamp(&status.timestamp, &format!("{at}.timestamp")) {
+            Ok(time) => time,
+            Err(e) => {
+                updates.push(Err(e));
+                continue;
+            }
+        };
+        updates.push(Ok(NormalizedUpdate {
             external_channel_id: Some(ctx.phone_number_id.clone()),
             fallback_channel_ids: vec![],
             thread: ThreadRef { key: recipient, references: vec![], conversation_id_hint: None },
             action: UpdateAction::Status {
                 idempotency_key: message_key(&status.id),
                 status: status.status.clone(),
-                at: timestamp(&status.timestamp, &format!("{at}.timestamp"))?,
+                at: time,
                 detail: status.errors.first().and_then(WaError::describe),
             },
-        });
+        }));
     }
-    Ok(())
 }

@@ -107,3 +107,36 @@ fn unknown_types_get_a_placeholder_body() {
     let UpdateAction::Append(m) = &updates[0].action else { panic!() };
     assert_eq!(m.body, "[WhatsApp message of type `unsupported`: Message type unknown]");
 }
+
+#[test]
+fn a_bad_item_fails_alone_item_by_item() {
+    // A good text, a text with a bad time, a status with a bad time, then a change for a
+    // number without phone_number_id, and a good status.
+    let body = format!(
+        r#"{{"object":"whatsapp_business_account","entry":[{{"id":"1","changes":[
+            {{"field":"messages","value":{{"metadata":{{"phone_number_id":"P"}},
+              "messages":[{{"from":"1","id":"ok","timestamp":"1","type":"text","text":{{"body":"hi"}}}},
+                          {{"from":"1","id":"bad","timestamp":"soon","type":"text","text":{{"body":"hi"}}}}],
+              "statuses":[{{"id":"s0","status":"read","timestamp":"later","recipient_id":"1"}}]}}}},
+            {{"field":"messages","value":{{"metadata":{{}},
+              "messages":[{{"from":"1","id":"lost","timestamp":"1","type":"text","text":{{"body":"hi"}}}}]}}}},
+            {{"field":"messages","value":{{"metadata":{{"phone_number_id":"P"}},
+              "statuses":[{{"id":"s1","status":"read","timestamp":"2","recipient_id":"1"}}]}}}}]}}]}}"#
+    );
+    let delivery = Delivery {
+        body: body.as_bytes(),
+        headers: &Default::default(),
+        external_channel_id: None,
+        received_at: chrono::Utc::now(),
+    };
+    let items = decode_items(body.as_bytes(), &delivery, &WhatsAppConfig::default()).unwrap();
+    let errors: Vec<String> = items.iter().filter_map(|i| i.as_ref().err().map(|e| e.to_string())).collect();
+    assert_eq!(items.len(), 5, "{items:?}");
+    assert!(errors[0].contains("changes[0].value.messages[1].timestamp"), "{errors:?}");
+    assert!(errors[1].contains("changes[0].value.statuses[0].timestamp"), "{errors:?}");
+    assert!(errors[2].contains("changes[1].value.metadata.phone_number_id"), "{errors:?}");
+    let keys: Vec<&str> = items.iter().filter_map(|i| i.as_ref().ok()).map(|u| u.idempotency_key()).collect();
+    assert_eq!(keys, ["wa:ok", "wa:s1"]);
+    // All or nothing through `decode`: the first error.
+    assert_eq!(run(&body).unwrap_err().to_string(), errors[0]);
+}
