@@ -72,10 +72,10 @@ pub fn decode_generic_items(body: &[u8], received_at: DateTime<Utc>) -> Result<V
         .enumerate()
         .map(|(i, m)| {
             let m = m?;
-            if m.id.trim().is_empty() {
-                return Err(AdapterError::Missing("id".into()));
-            }
             let at = |what: &str| if many { format!("[{i}]: {what}") } else { what.to_owned() };
+            if m.id.trim().is_empty() {
+                return Err(AdapterError::Missing(at("id")));
+            }
             let occurred_at = match &m.occurred_at {
                 Some(raw) => raw.parse::<DateTime<Utc>>().map_err(|e| {
                     AdapterError::Malformed(at(&format!("occurredAt `{}` is not an RFC 3339 time: {e}", clip(raw))))
@@ -117,8 +117,8 @@ fn clip(s: &str) -> String {
 }
 
 // serde_json's own messages already name the field ("unknown field `x`", "missing field `id`")
-// and the position; the untagged enum hides them, so parse objects and arrays separately.
-// An array's items are parsed one by one, so that one bad item fails alone.
+// and the position; an untagged enum would hide them, so objects and arrays are parsed apart,
+// and an array item by item, so that one bad item fails alone.
 fn parse_messages(
     de: &mut serde_json::Deserializer<serde_json::de::SliceRead<'_>>,
 ) -> Result<Vec<Result<WebhookMessage, AdapterError>>, AdapterError> {
