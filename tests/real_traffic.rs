@@ -174,8 +174,34 @@ async fn a_bad_item_of_a_webhook_array_holds_back_none_of_its_siblings() {
     let letters = broker.dead_letters().await;
     assert_eq!(letters[0].reason, "malformed_payload");
     assert!(letters[0].error.contains("[1]: occurredAt `yesterday`"), "{}", letters[0].error);
-    assert!(letters[0].error.contains("1 of the delivery's 3 updates"), "{}", letters[0].error);
+    assert!(letters[0].error.contains("1 of the delivery's 3 items failed"), "{}", letters[0].error);
     assert_eq!(letters[0].body, batch);
+    // An item that fails when applied (a key over the limit) and one whose entry point is
+    // unknown: the good one applies, and the dead letter names both failures.
+    let on = |id: &str, at: &str, channel: &str| {
+        let mut item = item(id, at);
+        item["externalChannelId"] = json!(channel);
+        item
+    };
+    let batch = serde_json::to_vec(&json!([
+        on("b1", "2026-11-01T10:03:00Z", "shop"),
+        on(&"k".repeat(1200), "2026-11-01T10:04:00Z", "shop"),
+        on("b3", "2026-11-01T10:05:00Z", "nowhere")
+    ]))
+    .unwrap();
+    broker.publish("webhook.webhook", None, &batch).await;
+    wait_until(10, "a second dead letter", || async { broker.depth(&broker.topology.dead_queue).await == 2 }).await;
+    assert_eq!(count(&db.pool, "SELECT count(*) FROM messages WHERE body = 'b1'").await, 1);
+    let letters = broker.dead_letters().await;
+    let both = letters.iter().find(|d| d.body == batch).unwrap();
+    assert_eq!(both.reason, "field_too_long");
+    assert!(
+        both.error.ends_with(
+            "; and unknown_entry_point: `b3`: no webhook entry point for `nowhere`; 1 of the delivery's 3 items failed"
+        ),
+        "{}",
+        both.error
+    );
     w.stop().await;
     broker.cleanup().await;
 }
@@ -205,8 +231,13 @@ async fn an_item_for_an_unknown_entry_point_holds_back_none_of_its_siblings() {
     assert_eq!(texts(&db.pool, "SELECT idempotency_key FROM messages").await, ["wa:wamid.KNOWN"]);
     let letters = broker.dead_letters().await;
     assert_eq!(letters[0].reason, "unknown_entry_point");
+    assert!(letters[0].error.starts_with("`wa:wamid.UNKNOWN`: no chat entry point"), "{}", letters[0].error);
     assert!(letters[0].error.contains("`PN2`"), "{}", letters[0].error);
-    assert!(letters[0].error.contains("1 of the delivery's 2 updates"), "{}", letters[0].error);
+    assert!(
+        letters[0].error.contains("; 1 of the delivery's 2 items failed; the other 1 were applied"),
+        "{}",
+        letters[0].error
+    );
     assert_eq!(letters[0].body, two_numbers(), "the whole delivery is kept for replay");
     // Once the number is registered, a replay stores the other text and the first only once.
     db.project_with_entry_point("p", ChannelType::Chat, "whatsapp", "PN2").await;

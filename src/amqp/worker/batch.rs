@@ -86,7 +86,16 @@ pub(super) async fn process_batch(
                     shared.tally.record_ingest(requests.iter().filter_map(entry_point_of));
                 }
                 if let Some(e) = failure {
-                    item.plan = plan_for_update_error(e);
+                    let mut plan = plan_for_update_error(e);
+                    // A partial plan's own failure stays in the error, so one replay can mend both.
+                    if let (
+                        Plan::Partial { reason, error: partial, .. },
+                        Plan::Dead { error, .. } | Plan::Retry { error, .. },
+                    ) = (&item.plan, &mut plan)
+                    {
+                        error.push_str(&format!("; and {reason}: {partial}"));
+                    }
+                    item.plan = plan;
                 }
             }
         }

@@ -71,6 +71,8 @@ pub(super) async fn plan(shared: &Shared, delivery: &Delivery) -> Result<Plan, T
                 continue;
             }
         };
+        // Of several, a failure names its item (adapter errors name theirs by path already).
+        let key = if total > 1 { format!("`{}`: ", update.idempotency_key()) } else { String::new() };
         if update.replace_nul() {
             tracing::debug!(key = update.idempotency_key(), "U+0000 replaced by U+FFFD (PostgreSQL cannot store it)");
         }
@@ -79,7 +81,10 @@ pub(super) async fn plan(shared: &Shared, delivery: &Delivery) -> Result<Plan, T
         if candidates.is_empty() {
             failed.push((
                 "missing_entry_point",
-                format!("neither the payload nor the `{}` header names the entry point", envelope::EXTERNAL_CHANNEL_ID),
+                format!(
+                    "{key}neither the payload nor the `{}` header names the entry point",
+                    envelope::EXTERNAL_CHANNEL_ID
+                ),
             ));
             continue;
         }
@@ -93,14 +98,14 @@ pub(super) async fn plan(shared: &Shared, delivery: &Delivery) -> Result<Plan, T
                 }
                 Err(ResolveError::Unknown { .. }) => continue,
                 Err(e @ ResolveError::Ambiguous { .. }) => {
-                    refused = Some(("ambiguous_entry_point", e.to_string()));
+                    refused = Some(("ambiguous_entry_point", format!("{key}{e}")));
                     break;
                 }
                 Err(ResolveError::Database(e)) if is_transient_db(&e) => {
                     return Err(Transient(format!("database: {e}")))
                 }
                 Err(ResolveError::Database(e)) => {
-                    refused = Some(("database_rejected", e.to_string()));
+                    refused = Some(("database_rejected", format!("{key}{e}")));
                     break;
                 }
             }
@@ -109,7 +114,7 @@ pub(super) async fn plan(shared: &Shared, delivery: &Delivery) -> Result<Plan, T
             failed.push(refused.unwrap_or_else(|| {
                 let in_project = project.as_deref().map(|p| format!(" in project `{p}`")).unwrap_or_default();
                 let names = candidates.iter().map(|c| format!("`{c}`")).collect::<Vec<_>>().join(", ");
-                ("unknown_entry_point", format!("no {channel_type} entry point{in_project} for {names}"))
+                ("unknown_entry_point", format!("{key}no {channel_type} entry point{in_project} for {names}"))
             }));
             continue;
         };
@@ -135,17 +140,17 @@ pub(super) async fn plan(shared: &Shared, delivery: &Delivery) -> Result<Plan, T
     Ok(match failed.first() {
         None => Plan::Apply(requests),
         Some((reason, first)) => {
-            // One update alone keeps its error as it is; of several, say how many and what became of the rest.
+            // One item alone keeps its error as it is; of several, say how many failed and for
+            // which other reasons (settling a partial plan adds what became of the rest).
             let error = if total == 1 {
                 first.clone()
-            } else if requests.is_empty() {
-                format!("{first} ({} of the delivery's {total} updates; none applied)", failed.len())
             } else {
-                format!(
-                    "{first} ({} of the delivery's {total} updates; the other {} were applied, and a replay finds them stored)",
-                    failed.len(),
-                    requests.len()
-                )
+                let mut others: Vec<&str> = failed.iter().map(|(r, _)| *r).filter(|r| r != reason).collect();
+                others.sort_unstable();
+                others.dedup();
+                let also = if others.is_empty() { String::new() } else { format!(", also {}", others.join(", ")) };
+                let none = if requests.is_empty() { ", none applied" } else { "" };
+                format!("{first}; {} of the delivery's {total} items failed{also}{none}", failed.len())
             };
             if requests.is_empty() {
                 Plan::Dead { reason, error }

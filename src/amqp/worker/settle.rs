@@ -18,9 +18,12 @@ pub(super) async fn settle_batch(
     for item in inflight {
         match &item.plan {
             Plan::Retry { reason, error } => retry_or_dead(shared, publisher, item, reason, error).await?,
-            // A partial plan's updates have applied by now; the delivery's dead letter names what did not.
-            Plan::Dead { reason, error } | Plan::Partial { reason, error, .. } => {
-                dead_letter(shared, publisher, item, reason, error).await?
+            Plan::Dead { reason, error } => dead_letter(shared, publisher, item, reason, error).await?,
+            // Its updates have applied by now; the delivery's dead letter names what did not.
+            Plan::Partial { requests, reason, error } => {
+                let error =
+                    format!("{error}; the other {} were applied, and a replay finds them stored", requests.len());
+                dead_letter(shared, publisher, item, reason, &error).await?
             }
             Plan::Skip => {
                 // Debug, not info: Slack reactions and the like are common and harmless.
