@@ -112,17 +112,15 @@ fn unknown_types_get_a_placeholder_body() {
 fn a_bad_item_fails_alone_item_by_item() {
     // A good text, a text with a bad time, a status with a bad time, then a change for a
     // number without phone_number_id, and a good status.
-    let body = format!(
-        r#"{{"object":"whatsapp_business_account","entry":[{{"id":"1","changes":[
-            {{"field":"messages","value":{{"metadata":{{"phone_number_id":"P"}},
-              "messages":[{{"from":"1","id":"ok","timestamp":"1","type":"text","text":{{"body":"hi"}}}},
-                          {{"from":"1","id":"bad","timestamp":"soon","type":"text","text":{{"body":"hi"}}}}],
-              "statuses":[{{"id":"s0","status":"read","timestamp":"later","recipient_id":"1"}}]}}}},
-            {{"field":"messages","value":{{"metadata":{{}},
-              "messages":[{{"from":"1","id":"lost","timestamp":"1","type":"text","text":{{"body":"hi"}}}}]}}}},
-            {{"field":"messages","value":{{"metadata":{{"phone_number_id":"P"}},
-              "statuses":[{{"id":"s1","status":"read","timestamp":"2","recipient_id":"1"}}]}}}}]}}]}}"#
-    );
+    let body = r#"{"object":"whatsapp_business_account","entry":[{"id":"1","changes":[
+            {"field":"messages","value":{"metadata":{"phone_number_id":"P"},
+              "messages":[{"from":"1","id":"ok","timestamp":"1","type":"text","text":{"body":"hi"}},
+                          {"from":"1","id":"bad","timestamp":"soon","type":"text","text":{"body":"hi"}}],
+              "statuses":[{"id":"s0","status":"read","timestamp":"later","recipient_id":"1"}]}},
+            {"field":"messages","value":{"metadata":{},
+              "messages":[{"from":"1","id":"lost","timestamp":"1","type":"text","text":{"body":"hi"}}]}},
+            {"field":"messages","value":{"metadata":{"phone_number_id":"P"},
+              "statuses":[{"id":"s1","status":"read","timestamp":"2","recipient_id":"1"}]}}]}]}"#;
     let delivery = Delivery {
         body: body.as_bytes(),
         headers: &Default::default(),
@@ -138,5 +136,5 @@ fn a_bad_item_fails_alone_item_by_item() {
     let keys: Vec<&str> = items.iter().filter_map(|i| i.as_ref().ok()).map(|u| u.idempotency_key()).collect();
     assert_eq!(keys, ["wa:ok", "wa:s1"]);
     // All or nothing through `decode`: the first error.
-    assert_eq!(run(&body).unwrap_err().to_string(), errors[0]);
+    assert_eq!(run(body).unwrap_err().to_string(), errors[0]);
 }
