@@ -71,20 +71,21 @@ pub(super) async fn plan(shared: &Shared, delivery: &Delivery) -> Result<Plan, T
                 continue;
             }
         };
-        // Of several, a failure names its item (adapter errors name theirs by path already).
-        let key = if total > 1 { format!("`{}`: ", update.idempotency_key()) } else { String::new() };
         if update.replace_nul() {
             tracing::debug!(key = update.idempotency_key(), "U+0000 replaced by U+FFFD (PostgreSQL cannot store it)");
         }
+        // Of several, a failure names its item (adapter errors name theirs by path already); the
+        // name is only written for a failure.
+        let named = |error: String| if total > 1 { format!("`{}`: {error}", update.idempotency_key()) } else { error };
         let candidates: Vec<String> =
             update.channel_id_candidates(envelope_external.as_deref()).into_iter().map(str::to_owned).collect();
         if candidates.is_empty() {
             failed.push((
                 "missing_entry_point",
-                format!(
-                    "{key}neither the payload nor the `{}` header names the entry point",
+                named(format!(
+                    "neither the payload nor the `{}` header names the entry point",
                     envelope::EXTERNAL_CHANNEL_ID
-                ),
+                )),
             ));
             continue;
         }
@@ -98,14 +99,14 @@ pub(super) async fn plan(shared: &Shared, delivery: &Delivery) -> Result<Plan, T
                 }
                 Err(ResolveError::Unknown { .. }) => continue,
                 Err(e @ ResolveError::Ambiguous { .. }) => {
-                    refused = Some(("ambiguous_entry_point", format!("{key}{e}")));
+                    refused = Some(("ambiguous_entry_point", named(e.to_string())));
                     break;
                 }
                 Err(ResolveError::Database(e)) if is_transient_db(&e) => {
                     return Err(Transient(format!("database: {e}")))
                 }
                 Err(ResolveError::Database(e)) => {
-                    refused = Some(("database_rejected", format!("{key}{e}")));
+                    refused = Some(("database_rejected", named(e.to_string())));
                     break;
                 }
             }
@@ -114,7 +115,7 @@ pub(super) async fn plan(shared: &Shared, delivery: &Delivery) -> Result<Plan, T
             failed.push(refused.unwrap_or_else(|| {
                 let in_project = project.as_deref().map(|p| format!(" in project `{p}`")).unwrap_or_default();
                 let names = candidates.iter().map(|c| format!("`{c}`")).collect::<Vec<_>>().join(", ");
-                ("unknown_entry_point", format!("{key}no {channel_type} entry point{in_project} for {names}"))
+                ("unknown_entry_point", named(format!("no {channel_type} entry point{in_project} for {names}")))
             }));
             continue;
         };
